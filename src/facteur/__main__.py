@@ -1,0 +1,7 @@
+"""``python -m facteur`` runs the CLI."""
+
+from __future__ import annotations
+
+from facteur.cli.main import main
+
+main()

@@ -1,0 +1,55 @@
+"""JSON errors: every failure answers ``{error, detail}`` with the right status; bad input is never a 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from facteur.errors import FacteurError, InvalidInput, NotFound, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(status: int, error: str, detail: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_request: Request, exc: InvalidInput) -> JSONResponse:
+        return error_response(400, "invalid payload", exc.message)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, "not found", exc.message)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        logger.warning("request failed, store unavailable: error=%s", exc.message)
+        return error_response(503, "store unavailable", exc.message)
+
+    @app.exception_handler(FacteurError)
+    async def _facteur(_request: Request, exc: FacteurError) -> JSONResponse:
+        logger.error("request failed: error=%s", exc.message)
+        return error_response(500, "internal error", exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+        error = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "http error")
+        return error_response(exc.status_code, error, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return error_response(400, "invalid request", problems)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error: %s", type(exc).__name__)
+        return error_response(500, "internal error", "an unexpected error occurred; see the server log")

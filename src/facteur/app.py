@@ -1,0 +1,41 @@
+"""The web application factory: one FastAPI app, one lifespan that opens and closes the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from facteur import __version__
+from facteur.api import codex_tasks, errors, health
+from facteur.runtime import Runtime, build_runtime
+from facteur.settings import Settings
+
+RuntimeFactory = Callable[[Settings], Awaitable[Runtime]]
+
+
+def create_app(settings: Settings, *, runtime_factory: RuntimeFactory | None = None) -> FastAPI:
+    """The HTTP application; ``runtime_factory`` lets tests supply their own adapters."""
+    factory = runtime_factory or build_runtime
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await factory(settings)
+        app.state.runtime = runtime
+        try:
+            await runtime.start()
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="Facteur",
+        version=__version__,
+        description="Self-hosted autonomous delivery system for coding agents.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(codex_tasks.router)
+    return app

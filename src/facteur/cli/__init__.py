@@ -1,0 +1,1 @@
+"""The ``facteur`` command line."""

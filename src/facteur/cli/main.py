@@ -1,0 +1,189 @@
+"""``facteur``: serve, migrate, inspect configuration, run stages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from facteur import __version__
+from facteur.errors import ConfigError, FacteurError
+from facteur.settings import Settings, load_settings
+from facteur.telemetry import logging as facteur_logging
+
+app = typer.Typer(
+    name="facteur",
+    help="Facteur: a self-hosted autonomous delivery system for coding agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML configuration file (else FACTEUR_CONFIG_FILE).", show_default=False
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        for line in exc.message.splitlines():
+            err.print(f"[red]error:[/red] {line}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+def setup_logging(settings: Settings) -> None:
+    facteur_logging.configure(settings.logging.level, settings.logging.format, settings.secrets())
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (overrides server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (overrides server.port).")] = None,
+) -> None:
+    """Run the HTTP API, intake and dispatch in this process."""
+    import uvicorn
+
+    from facteur.app import create_app
+
+    settings = settings_or_exit(config)
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if overrides:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
+    setup_logging(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Apply database migrations and exit."""
+    from facteur.clock import SystemClock
+    from facteur.settings import mask_url
+    from facteur.store.sql import SqlStore
+
+    settings = settings_or_exit(config)
+    setup_logging(settings)
+    store = SqlStore.open(
+        settings.database.url, clock=SystemClock(), timeout=settings.database.timeout_seconds
+    )
+    try:
+        before, after = store.migrate()
+    except FacteurError as exc:
+        fail(exc.message)
+    finally:
+        store.dispose()
+    where = mask_url(settings.database.url)
+    if before == after:
+        typer.echo(f"{where}: already at revision {after}")
+    else:
+        typer.echo(f"{where}: migrated from {before or 'an empty database'} to {after}")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Print the effective settings (secrets masked)."""
+    settings = settings_or_exit(config)
+    data = settings.redacted()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for section, values in data.items():
+        typer.echo(f"[{section}]")
+        for key, value in _flatten(values):
+            typer.echo(f"  {key} = {json.dumps(value)}")
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="planning, implementation or review.")],
+    event: Annotated[Path, typer.Option("--event", help="The event file of the run.")],
+) -> None:
+    """Run one stage of a run inside its workflow (the executor calls this)."""
+    from facteur.domain.stages import Stage
+
+    try:
+        stage_value = Stage(name)
+    except ValueError:
+        fail(f"unknown stage {name!r}: expected one of {', '.join(s.value for s in Stage)}", 2)
+    try:
+        document = json.loads(event.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fail(f"event file {event} does not exist", 2)
+    except (OSError, ValueError) as exc:
+        fail(f"event file {event} is not readable JSON: {exc}", 2)
+    if not isinstance(document, dict):
+        fail(f"event file {event} must hold a JSON object", 2)
+    run = document.get("facteur", {})
+    err.print(
+        f"stage {stage_value.value}: run {run.get('runId', '?')} for "
+        f"{document.get('repository', '?')}#{document.get('issueNumber', '?')}",
+        highlight=False,
+    )
+    fail(
+        f"no stage runner for {stage_value.value} is installed in this version of Facteur; "
+        "set executor.local.command to the agent command to run (see docs/configuration.md)",
+        3,
+    )
+
+
+@app.command()
+def version(as_json: JsonOption = False) -> None:
+    """Print the version."""
+    if as_json:
+        typer.echo(json.dumps({"version": __version__}))
+    else:
+        typer.echo(f"facteur {__version__}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

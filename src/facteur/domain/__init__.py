@@ -1,0 +1,1 @@
+"""The domain core: records, states and pure rules. Imports no driver."""

@@ -1,0 +1,54 @@
+"""Ideas: the unit of work a person asks for."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class IdeaSource(StrEnum):
+    GITHUB_ISSUE = "github_issue"
+    DISCORD = "discord"
+    API = "api"
+    CLI = "cli"
+    INCIDENT = "incident"
+
+
+class IdeaState(StrEnum):
+    REGISTERED = "registered"
+    PLANNING = "planning"
+    PLAN_READY = "plan_ready"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_DEPENDENCIES = "awaiting_dependencies"
+    RUNNING_TASKS = "running_tasks"
+    QA_REVIEW = "qa_review"
+    INTEGRATION = "integration"
+    DEPLOYMENT = "deployment"
+    MONITORING = "monitoring"
+    REMEDIATION = "remediation"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Idea:
+    id: uuid.UUID
+    source: IdeaSource
+    #: unique together with source, e.g. ``owner/repo#42``
+    source_ref: str
+    repository: str
+    title: str
+    priority: int
+    state: IdeaState
+    paused: bool
+    initiator: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def github_issue_ref(repository: str, issue_number: int) -> str:
+    """The source reference of a GitHub issue: ``owner/repo#42``."""
+    return f"{repository}#{issue_number}"

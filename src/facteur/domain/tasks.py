@@ -1,0 +1,33 @@
+"""Tasks: the nodes of an idea's DAG."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    id: uuid.UUID
+    idea_id: uuid.UUID
+    #: unique within the idea: a plan task key, or the stage name for stage-level tasks
+    key: str
+    title: str
+    stage: str
+    state: TaskState
+    attempts: int
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,1 @@
+"""Executors: where a stage run executes (local subprocess, Argo Workflows, or nowhere)."""

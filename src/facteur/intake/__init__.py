@@ -1,0 +1,1 @@
+"""Intake: external inputs turned into domain commands."""

@@ -1,0 +1,200 @@
+"""``CodexTask`` intake: the path of ``POST /codex/tasks`` (and, later, of the Kafka listener).
+
+A task is decoded and checked, then recorded in one transaction — inbox entry for its delivery id, idea
+(``github_issue``, ``owner/repo#n``), the task for its stage, the run and an audit event — together with the
+answer that every replay of the same delivery id will get. Planning tasks are then submitted to the
+executor when ``codex_dispatch.planning_enabled`` is set; other stages are recorded for the orchestrator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from facteur.clock import Clock, Ids
+from facteur.domain import codex_task
+from facteur.domain.events import NewEvent
+from facteur.domain.ideas import IdeaSource, github_issue_ref
+from facteur.domain.runs import RunStatus, workflow_name
+from facteur.domain.stages import Stage
+from facteur.domain.tasks import TaskState
+from facteur.orchestrator.dispatch import Dispatcher
+from facteur.store.port import IdeaDraft, Ingest, IngestEffects, IngestIds, RunDraft, Store, TaskDraft
+
+logger = logging.getLogger(__name__)
+
+DELIVERY_SOURCE = "codex_task"
+ACTOR = "intake:codex_task"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to answer the sender: the body of the 202, and whether it is a replay."""
+
+    body: dict[str, Any]
+    duplicate: bool
+
+
+class CodexTaskIntake:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        ids: Ids,
+        planning_enabled: bool,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._ids = ids
+        self._planning_enabled = planning_enabled
+
+    def decode(self, body: bytes, content_type: str | None) -> codex_task.AcceptedTask:
+        """Decode and check a posted task; raise :class:`facteur.errors.InvalidInput` naming the problem."""
+        media_type = (content_type or "").split(";")[0].strip().lower()
+        if media_type == "application/json" or media_type.endswith("+json"):
+            task = codex_task.decode_json(body)
+        else:
+            task = codex_task.decode_binary(body)
+        return codex_task.accept(task)
+
+    async def receive(self, accepted: codex_task.AcceptedTask, raw: bytes) -> Answer:
+        task = accepted.task
+        logger.info(
+            "codex task received: stage=%s repo=%s issue=%s delivery=%s",
+            codex_task.stage_name(task.stage),
+            accepted.repository,
+            accepted.issue_number,
+            accepted.delivery_id,
+        )
+        stored = await self._store.find_delivery(DELIVERY_SOURCE, accepted.delivery_id)
+        if stored is not None:
+            return self._replay(accepted, stored)
+
+        executor = self._dispatcher.executor
+        dispatch = accepted.stage is Stage.PLANNING and self._planning_enabled
+        now = self._clock.now()
+        run_id = self._ids.new_id()
+        name = workflow_name(accepted.stage, run_id, now) if dispatch else None
+        message = codex_task.to_task_message(task, now=now)
+        message["deliveryId"] = accepted.delivery_id
+        source_ref = github_issue_ref(accepted.repository, accepted.issue_number)
+        title = task.issue_title or source_ref
+
+        def effects(ids: IngestIds) -> IngestEffects:
+            response = {
+                "stage": accepted.stage.value,
+                "namespace": executor.namespace if dispatch else None,
+                "workflowName": name,
+                "submittedAt": _rfc3339(now) if dispatch else None,
+                "ideaId": str(ids.idea_id),
+                "taskId": str(ids.task_id),
+                "runId": str(ids.run_id),
+            }
+            events = []
+            if ids.idea_created:
+                events.append(
+                    NewEvent(
+                        kind="idea.registered",
+                        actor=ACTOR,
+                        payload={"source": IdeaSource.GITHUB_ISSUE.value, "title": title},
+                        idea_id=ids.idea_id,
+                    )
+                )
+            events.append(
+                NewEvent(
+                    kind="codex_task.accepted",
+                    actor=ACTOR,
+                    payload={
+                        "delivery_id": accepted.delivery_id,
+                        "stage": accepted.stage.value,
+                        "repository": accepted.repository,
+                        "issue_number": accepted.issue_number,
+                        "sender": task.sender,
+                        "dispatch": _dispatch_decision(accepted.stage, dispatch),
+                        "workflow": name,
+                    },
+                    idea_id=ids.idea_id,
+                    task_id=ids.task_id,
+                    run_id=ids.run_id,
+                )
+            )
+            return IngestEffects(response=response, events=events)
+
+        result = await self._store.ingest(
+            Ingest(
+                source=DELIVERY_SOURCE,
+                delivery_id=accepted.delivery_id,
+                received_at=now,
+                idea=IdeaDraft(
+                    id=self._ids.new_id(),
+                    source=IdeaSource.GITHUB_ISSUE,
+                    source_ref=source_ref,
+                    repository=accepted.repository,
+                    title=title,
+                    initiator=task.sender,
+                    spec={"issue_url": task.issue_url, "body": task.issue_body},
+                ),
+                task=TaskDraft(
+                    id=self._ids.new_id(),
+                    key=accepted.stage.value,
+                    title=f"{accepted.stage.value.capitalize()} {source_ref}",
+                    stage=accepted.stage,
+                    state=TaskState.QUEUED if dispatch else TaskState.READY,
+                ),
+                run=RunDraft(
+                    id=run_id,
+                    stage=accepted.stage,
+                    delivery_id=accepted.delivery_id,
+                    status=RunStatus.QUEUED,
+                    executor=executor.kind if dispatch else None,
+                    workflow_name=name,
+                    namespace=executor.namespace if dispatch else None,
+                    event_body=json.dumps(message, separators=(",", ":")).encode(),
+                    raw_event=raw,
+                ),
+                effects=effects,
+            )
+        )
+        if result.duplicate:
+            return self._replay(accepted, result.response)
+        if dispatch:
+            await self._dispatcher.dispatch(run_id)
+        elif accepted.stage is Stage.PLANNING:
+            logger.info(
+                "codex planning dispatch disabled: repo=%s issue=%s delivery=%s",
+                accepted.repository,
+                accepted.issue_number,
+                accepted.delivery_id,
+            )
+        else:
+            logger.info(
+                "codex task recorded: stage=%s repo=%s issue=%s run=%s",
+                accepted.stage.value,
+                accepted.repository,
+                accepted.issue_number,
+                run_id,
+            )
+        return Answer({**result.response, "duplicate": False}, duplicate=False)
+
+    def _replay(self, accepted: codex_task.AcceptedTask, stored: Any) -> Answer:
+        logger.info(
+            "codex task duplicate: delivery=%s workflow=%s", accepted.delivery_id, stored.get("workflowName")
+        )
+        return Answer({**stored, "duplicate": True}, duplicate=True)
+
+
+def _dispatch_decision(stage: Stage, dispatch: bool) -> str:
+    if dispatch:
+        return "submit"
+    if stage is Stage.PLANNING:
+        return "planning_disabled"
+    return "recorded_for_orchestrator"
+
+
+def _rfc3339(value: Any) -> str:
+    return str(value.strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -1,0 +1,1 @@
+"""The orchestrator: what happens to runs after they are recorded."""

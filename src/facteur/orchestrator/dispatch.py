@@ -1,0 +1,202 @@
+"""Dispatch: submit recorded runs to the executor, and record what the executor says about them.
+
+A run is recorded ``queued`` with its executor and deterministic workflow name in the same transaction as
+the delivery that caused it; submission happens after that commit. When the executor cannot be reached the
+run stays ``queued`` and :meth:`Dispatcher.resubmit_pending` (at start-up and then periodically) tries
+again; the workflow name is deterministic, so a submission that did reach the executor is never doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+from facteur.clock import Clock
+from facteur.domain.events import NewEvent
+from facteur.domain.runs import Run, RunStatus
+from facteur.errors import ExecutorError, FacteurError, StoreError
+from facteur.executors.port import Executor, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
+from facteur.store.port import RunUpdate, Store
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "facteur"
+
+
+def run_event(run: Run) -> dict[str, Any]:
+    """The ``facteur`` block of the event handed to a run's workflow."""
+    return {
+        "runId": str(run.id),
+        "ideaId": str(run.idea_id),
+        "taskId": str(run.task_id),
+        "stage": run.stage.value,
+        "workflowName": run.workflow_name,
+    }
+
+
+class Dispatcher:
+    def __init__(self, store: Store, executor: Executor, clock: Clock) -> None:
+        self._store = store
+        self._executor = executor
+        self._clock = clock
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    async def dispatch(self, run_id: uuid.UUID) -> Run | None:
+        """Submit a queued run; None when it could not be submitted now (it stays queued)."""
+        run = await self._store.get_run(run_id)
+        if run.status is not RunStatus.QUEUED or run.workflow_name is None:
+            return run
+        event_body, raw_event = await self._store.run_payload(run_id)
+        message = json.loads(event_body)
+        message["facteur"] = run_event(run)
+        request = WorkflowRequest(
+            run_id=run.id,
+            idea_id=run.idea_id,
+            task_id=run.task_id,
+            stage=run.stage,
+            name=run.workflow_name,
+            created_at=run.created_at,
+            event_body=json.dumps(message, separators=(",", ":")).encode(),
+            raw_event=raw_event,
+            repository=str(message.get("repository", "")),
+            issue_number=int(message.get("issueNumber", 0) or 0),
+            head=str(message.get("head", "")),
+            base=str(message.get("base", "")),
+        )
+        stage = run.stage.value.upper()
+        try:
+            submission = await self._executor.submit(request)
+        except ExecutorError as exc:
+            logger.warning(
+                "workflow submission failed: stage=%s repo=%s issue=%s workflow=%s error=%s (will retry)",
+                stage,
+                request.repository,
+                request.issue_number,
+                run.workflow_name,
+                exc,
+            )
+            await self._store.append_event(
+                NewEvent(
+                    kind="run.submit_failed",
+                    actor=ACTOR,
+                    payload={"executor": self._executor.kind, "error": str(exc)},
+                    idea_id=run.idea_id,
+                    task_id=run.task_id,
+                    run_id=run.id,
+                )
+            )
+            return None
+        ref = submission.ref
+        logger.info(
+            "workflow submitted: stage=%s repo=%s issue=%s workflow=%s namespace=%s",
+            stage,
+            request.repository,
+            request.issue_number,
+            ref.name,
+            ref.namespace,
+        )
+        updated = await self._store.update_run(
+            run.id,
+            RunUpdate(
+                status=RunStatus.SUBMITTED,
+                expected=(RunStatus.QUEUED,),
+                namespace=ref.namespace,
+                submitted_at=self._clock.now(),
+            ),
+            NewEvent(
+                kind="run.submitted",
+                actor=ACTOR,
+                payload={
+                    "executor": ref.executor,
+                    "namespace": ref.namespace,
+                    "workflow": ref.name,
+                    "created": submission.created,
+                },
+                idea_id=run.idea_id,
+                task_id=run.task_id,
+                run_id=run.id,
+            ),
+        )
+        return updated or await self._store.get_run(run.id)
+
+    async def resubmit_pending(self, limit: int = 500) -> int:
+        """Submit every queued run that has an executor; returns how many were submitted."""
+        pending = await self._store.list_runs(statuses=(RunStatus.QUEUED,), dispatched_only=True, limit=limit)
+        submitted = 0
+        for run in pending:
+            if run.executor != self._executor.kind:
+                logger.warning(
+                    "queued run skipped: run=%s executor=%s configured=%s",
+                    run.id,
+                    run.executor,
+                    self._executor.kind,
+                )
+                continue
+            result = await self.dispatch(run.id)
+            if result is not None and result.status is not RunStatus.QUEUED:
+                submitted += 1
+        return submitted
+
+    async def retry_loop(self, interval: float) -> None:
+        """Resubmit pending runs every ``interval`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.resubmit_pending()
+            except FacteurError as exc:
+                logger.warning("resubmission sweep failed: error=%s", exc)
+
+    async def on_workflow_status(self, run_id: str, status: WorkflowStatus) -> None:
+        """Record what an executor reports about a run's workflow."""
+        try:
+            await self._record_status(uuid.UUID(run_id), status)
+        except StoreError as exc:
+            logger.warning("run status not recorded: run=%s phase=%s error=%s", run_id, status.phase, exc)
+
+    async def _record_status(self, run_id: uuid.UUID, status: WorkflowStatus) -> None:
+        target = status.phase.run_status()
+        if status.phase is WorkflowPhase.PENDING:
+            return
+        if target is RunStatus.RUNNING:
+            expected: tuple[RunStatus, ...] = (RunStatus.QUEUED, RunStatus.SUBMITTED)
+            kind = "run.started"
+        else:
+            expected = (RunStatus.QUEUED, RunStatus.SUBMITTED, RunStatus.RUNNING)
+            kind = f"run.{target.value}"
+        run = await self._store.get_run(run_id)
+        now = self._clock.now()
+        payload: dict[str, Any] = {"phase": status.phase.value, **status.details}
+        if status.message:
+            payload["message"] = status.message
+        await self._store.update_run(
+            run_id,
+            RunUpdate(
+                status=target,
+                expected=expected,
+                finished_at=now if target.terminal else None,
+                detail=status.message or None,
+            ),
+            NewEvent(
+                kind=kind,
+                actor=f"executor:{self._executor.kind}",
+                payload=payload,
+                idea_id=run.idea_id,
+                task_id=run.task_id,
+                run_id=run.id,
+            ),
+        )
+
+    async def refresh(self, run: Run) -> WorkflowStatus | None:
+        """Ask the executor for a run's workflow status and record it."""
+        if run.workflow_name is None or run.executor != self._executor.kind:
+            return None
+        ref = WorkflowRef(self._executor.kind, run.namespace or self._executor.namespace, run.workflow_name)
+        status = await self._executor.status(ref)
+        await self._record_status(run.id, status)
+        return status

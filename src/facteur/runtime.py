@@ -1,0 +1,161 @@
+"""The runtime: the one place where settings become adapters and services, and their lifecycle.
+
+``facteur serve`` and the tests build a :class:`Runtime` with :func:`build_runtime`, start it once (schema
+migrations, executor recovery, resubmission of queued runs) and close it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from facteur.clock import Clock, Ids, RandomIds, SystemClock
+from facteur.errors import StoreUnavailable
+from facteur.executors.local import LocalExecutor
+from facteur.executors.none import NoneExecutor
+from facteur.executors.port import Executor
+from facteur.intake.codex_tasks import CodexTaskIntake
+from facteur.orchestrator.dispatch import Dispatcher
+from facteur.settings import Settings
+from facteur.store.migrate import head_revision
+from facteur.store.port import Store
+from facteur.store.sql import SqlStore
+
+logger = logging.getLogger(__name__)
+
+#: seconds between attempts to migrate a database that is not reachable yet
+MIGRATE_RETRY_SECONDS = 2.0
+#: seconds between sweeps that resubmit runs whose submission failed
+RESUBMIT_INTERVAL_SECONDS = 30.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    ids: Ids
+    store: Store
+    executor: Executor
+    dispatcher: Dispatcher
+    intake: CodexTaskIntake
+    schema_revision: str | None = None
+    _problem: str | None = "starting"
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def not_ready_reason(self) -> str | None:
+        """Why the service cannot take work now, or None when it can."""
+        return self._problem
+
+    async def start(self) -> None:
+        if isinstance(self.store, SqlStore):
+            try:
+                await self._migrate()
+            except StoreUnavailable as exc:
+                self._problem = f"database not migrated yet: {exc.message}"
+                logger.error("database unavailable at start-up, retrying: error=%s", exc.message)
+                self._tasks.append(asyncio.create_task(self._migrate_until_done(), name="facteur-migrate"))
+        else:
+            self.schema_revision = await self.store.schema_revision()
+            self._mark_ready()
+        if isinstance(self.executor, LocalExecutor):
+            await self.executor.start()
+        self._tasks.append(
+            asyncio.create_task(self._resubmit_loop(), name="facteur-resubmit"),
+        )
+
+    async def _migrate(self) -> None:
+        assert isinstance(self.store, SqlStore)
+        _, self.schema_revision = await asyncio.to_thread(self.store.migrate)
+        if self.schema_revision != head_revision():  # pragma: no cover - upgrade always reaches head
+            raise StoreUnavailable(f"schema at {self.schema_revision}, expected {head_revision()}")
+        self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        self._problem = None
+        self._ready.set()
+
+    async def _migrate_until_done(self) -> None:
+        while self._problem is not None:
+            await asyncio.sleep(MIGRATE_RETRY_SECONDS)
+            try:
+                await self._migrate()
+                logger.info("database migrated after a delayed start: revision=%s", self.schema_revision)
+            except StoreUnavailable as exc:
+                self._problem = f"database not migrated yet: {exc.message}"
+
+    async def _resubmit_loop(self) -> None:
+        """Resubmit queued runs once the store is ready, then periodically."""
+        await self._ready.wait()
+        while True:
+            try:
+                count = await self.dispatcher.resubmit_pending()
+                if count:
+                    logger.info("queued runs resubmitted: count=%s", count)
+            except StoreUnavailable as exc:
+                logger.warning("resubmission sweep failed: error=%s", exc.message)
+            await asyncio.sleep(RESUBMIT_INTERVAL_SECONDS)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.executor.aclose()
+        await self.store.close()
+
+
+async def build_executor(settings: Settings, clock: Clock) -> Executor:
+    kind = settings.executor.kind
+    if kind == "local":
+        return LocalExecutor(settings.executor.local, clock=clock)
+    if kind == "argo":
+        from facteur.executors.argo import ArgoExecutor, create_api_client
+
+        return ArgoExecutor(settings.argo, await create_api_client(settings.argo))
+    return NoneExecutor()
+
+
+async def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    ids: Ids | None = None,
+    store: Store | None = None,
+    executor: Executor | None = None,
+) -> Runtime:
+    """Wire the adapters the settings ask for (or the ones given, in tests)."""
+    clock = clock or SystemClock()
+    ids = ids or RandomIds()
+    if store is None:
+        store = SqlStore.open(
+            settings.database.url,
+            clock=clock,
+            pool_size=settings.database.pool_size,
+            timeout=settings.database.timeout_seconds,
+        )
+    if executor is None:
+        executor = await build_executor(settings, clock)
+    dispatcher = Dispatcher(store, executor, clock)
+    if isinstance(executor, LocalExecutor):
+        executor.set_listener(dispatcher.on_workflow_status)
+    intake = CodexTaskIntake(
+        store=store,
+        dispatcher=dispatcher,
+        clock=clock,
+        ids=ids,
+        planning_enabled=settings.codex_dispatch.planning_enabled,
+    )
+    return Runtime(
+        settings=settings,
+        clock=clock,
+        ids=ids,
+        store=store,
+        executor=executor,
+        dispatcher=dispatcher,
+        intake=intake,
+    )

@@ -1,0 +1,333 @@
+"""Settings: one frozen object, read once at start-up.
+
+Sources, later ones winning: defaults, the YAML file (``--config PATH`` or ``FACTEUR_CONFIG_FILE``), the
+seeds' environment names (``FACTEUR_POSTGRES_DSN``, ``FACTEUR_CODEX_ENABLE_PLANNING_ORCHESTRATION``, …), then
+``FACTEUR_<SECTION>__<KEY>`` variables with ``__`` for nesting. Invalid settings raise :class:`ConfigError`
+with one line per problem naming the key and where its value came from. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from facteur.domain.stages import Stage
+from facteur.errors import ConfigError
+
+ENV_PREFIX = "FACTEUR_"
+CONFIG_FILE_ENV = "FACTEUR_CONFIG_FILE"
+DEFAULT_DATABASE_URL = "sqlite:///.facteur/facteur.db"
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: bearer token for the API; required when the server binds anything but loopback (later issues)
+    api_token: SecretStr | None = None
+    #: largest request body accepted on /codex/tasks
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
+
+class DatabaseSettings(_Section):
+    url: str = DEFAULT_DATABASE_URL
+    pool_size: int = Field(default=10, ge=1, le=200)
+    #: seconds a statement may wait for a connection or a lock before the store counts as unavailable
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.split("+")[0]
+        if scheme not in {"sqlite", "postgresql", "postgres"}:
+            raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return urlsplit(self.url).scheme.split("+")[0] in {"postgresql", "postgres"}
+
+
+class CodexDispatchSettings(_Section):
+    #: submit a workflow for planning-stage tasks received on /codex/tasks
+    planning_enabled: bool = True
+
+
+class LocalExecutorSettings(_Section):
+    workdir: Path = Path(".facteur/runs")
+    max_concurrency: int = Field(default=2, ge=1, le=256)
+    #: split like a shell line, then ``{stage}``, ``{event_file}``, ``{run_id}``, ``{workdir}`` are filled per
+    #: argument; no shell ever runs it
+    command: str = "facteur stage {stage} --event {event_file}"
+
+
+class ExecutorSettings(_Section):
+    kind: Literal["local", "argo", "none"] = "local"
+    local: LocalExecutorSettings = LocalExecutorSettings()
+
+
+DEFAULT_TEMPLATES: dict[str, str] = {
+    Stage.PLANNING.value: "github-codex-planning",
+    Stage.IMPLEMENTATION.value: "github-codex-implementation",
+    Stage.REVIEW.value: "github-codex-review",
+}
+
+
+class ArgoSettings(_Section):
+    namespace: str = "argo-workflows"
+    service_account: str | None = None
+    #: WorkflowTemplate per stage; stages not named keep their defaults
+    templates: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
+    #: extra workflow parameters passed to every workflow
+    parameters: dict[str, str] = Field(default_factory=dict)
+    #: kubeconfig file; else KUBECONFIG, the in-cluster service account, then ~/.kube/config
+    kubeconfig: Path | None = None
+    request_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    @field_validator("templates")
+    @classmethod
+    def _known_stages(cls, value: dict[str, str]) -> dict[str, str]:
+        known = {stage.value for stage in Stage}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            expected = ", ".join(sorted(known))
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}: expected some of {expected}")
+        return {**DEFAULT_TEMPLATES, **value}
+
+    @field_validator("parameters")
+    @classmethod
+    def _reserved_parameters(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted({"eventBody", "rawEvent"} & set(value))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} are set by Facteur for every workflow")
+        return value
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    codex_dispatch: CodexDispatchSettings = CodexDispatchSettings()
+    executor: ExecutorSettings = ExecutorSettings()
+    argo: ArgoSettings = ArgoSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    def secrets(self) -> list[str]:
+        """Secret values that must never be printed or logged."""
+        values: list[str] = []
+        if self.server.api_token is not None:
+            values.append(self.server.api_token.get_secret_value())
+        password = urlsplit(self.database.url).password
+        if password:
+            values.append(password)
+        return [value for value in values if value]
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with secrets masked, for display."""
+        data = self.model_dump(mode="json")
+        if self.server.api_token is not None:
+            data["server"]["api_token"] = MASK
+        data["database"]["url"] = mask_url(self.database.url)
+        return data
+
+
+MASK = "********"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``****``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+#: the seeds' environment names (reference §3.6) -> setting path
+_LEGACY_ENV: dict[str, tuple[str, ...]] = {
+    "FACTEUR_POSTGRES_DSN": ("database", "url"),
+    "FACTEUR_CODEX_DISPATCH_PLANNING_ENABLED": ("codex_dispatch", "planning_enabled"),
+    "FACTEUR_CODEX_ENABLE_PLANNING_ORCHESTRATION": ("codex_dispatch", "planning_enabled"),
+    "FACTEUR_ARGO_NAMESPACE": ("argo", "namespace"),
+    "FACTEUR_KUBECONFIG": ("argo", "kubeconfig"),
+}
+
+
+def load_settings(
+    config_path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the settings once; raise :class:`ConfigError` naming every invalid key."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+
+    path_value = config_path if config_path is not None else env.get(CONFIG_FILE_ENV)
+    if path_value:
+        path = Path(path_value)
+        data = _read_yaml(path)
+        for key_path in _leaf_paths(data):
+            origins[key_path] = f"file {path}"
+
+    for name, key_path in _LEGACY_ENV.items():
+        if env.get(name, "") != "":
+            _put(data, key_path, env[name])
+            origins[key_path] = f"env {name}"
+    if env.get("FACTEUR_DISABLE_DISPATCHER", "").strip().lower() in _TRUTHY:
+        _put(data, ("executor", "kind"), "none")
+        origins[("executor", "kind")] = "env FACTEUR_DISABLE_DISPATCHER"
+
+    problems: list[str] = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        raw_parts = name[len(ENV_PREFIX) :].split("__")
+        key_path = _resolve_env_path(raw_parts)
+        if key_path is None:
+            problems.append(f"unknown setting {'.'.join(p.lower() for p in raw_parts)} (from env {name})")
+            continue
+        _put(data, key_path, _env_value(key_path, env[name]))
+        origins[key_path] = f"env {name}"
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
+    return loaded
+
+
+def _leaf_paths(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        paths.append(path)
+        if isinstance(value, Mapping):
+            paths.extend(_leaf_paths(value, path))
+    return paths
+
+
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _field_type(path: tuple[str, ...]) -> Any:
+    """The annotation of a setting path, or None when the path names no setting."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(part)
+            if field is None:
+                return None
+            annotation = field.annotation
+            model = annotation
+        elif typing.get_origin(model) is dict:
+            annotation = typing.get_args(model)[1]
+            model = annotation
+        else:
+            return None
+    return annotation
+
+
+def _resolve_env_path(raw_parts: list[str]) -> tuple[str, ...] | None:
+    """Map ``SERVER``, ``PORT`` to ``("server", "port")``; free-form map keys keep their case."""
+    resolved: list[str] = []
+    model: Any = Settings
+    for raw in raw_parts:
+        if not raw:
+            return None
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            name = raw.lower()
+            if name not in model.model_fields:
+                return None
+            resolved.append(name)
+            model = model.model_fields[name].annotation
+        elif typing.get_origin(model) is dict:
+            resolved.append(raw)
+            model = typing.get_args(model)[1]
+        else:
+            return None
+    return tuple(resolved)
+
+
+def _env_value(path: tuple[str, ...], raw: str) -> Any:
+    """Environment values are strings; maps may be given as a JSON object."""
+    annotation = _field_type(path)
+    if typing.get_origin(annotation) is dict and raw.strip().startswith("{"):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:
+    lines = []
+    for error in exc.errors():
+        path = tuple(str(part) for part in error["loc"])
+        key = ".".join(path)
+        origin = next((origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), "default")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        elif _shows_input(key, error):
+            message = f"{message} (got {error['input']!r})"
+        lines.append(f"invalid setting {key}: {message} (from {origin})")
+    return "\n".join(lines)
+
+
+def _shows_input(key: str, error: Any) -> bool:
+    """Whether the offending value may be printed (never for secrets or URLs that may hold a password)."""
+    if "input" not in error or isinstance(error["input"], dict | list):
+        return False
+    return not key.endswith(("api_token", "url", "password", "secret", "token"))

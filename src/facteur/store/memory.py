@@ -1,0 +1,208 @@
+"""The in-memory store: the embedded model of the SQL store's behaviour, for unit tests and dry runs.
+
+Each operation runs to completion without awaiting, so operations are atomic on one event loop. It passes
+the same contract suite as the SQL adapters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar
+
+from facteur.clock import Clock
+from facteur.domain.events import GENESIS_HASH, Event, NewEvent, seal
+from facteur.domain.ideas import Idea
+from facteur.domain.runs import Run, RunStatus
+from facteur.domain.tasks import Task, TaskState
+from facteur.errors import NotFound, StoreUnavailable
+from facteur.store.migrate import head_revision
+from facteur.store.port import Ingest, IngestIds, IngestResult, RunUpdate
+
+T = TypeVar("T")
+
+
+class MemoryStore:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.ideas: dict[uuid.UUID, Idea] = {}
+        self.tasks: dict[uuid.UUID, Task] = {}
+        self.runs: dict[uuid.UUID, Run] = {}
+        self.payloads: dict[uuid.UUID, tuple[bytes, bytes]] = {}
+        self.events: list[Event] = []
+        self.deliveries: dict[tuple[str, str], Mapping[str, Any]] = {}
+        #: set to make every operation fail as if the database were down
+        self.unavailable = False
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise StoreUnavailable("database unavailable: the in-memory store is switched off")
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        self._check()
+
+    async def schema_revision(self) -> str | None:
+        self._check()
+        return head_revision()
+
+    async def find_delivery(self, source: str, delivery_id: str) -> Mapping[str, Any] | None:
+        self._check()
+        return self.deliveries.get((source, delivery_id))
+
+    async def ingest(self, ingest: Ingest) -> IngestResult:
+        self._check()
+        key = (ingest.source, ingest.delivery_id)
+        if key in self.deliveries:
+            return IngestResult(None, self.deliveries[key], duplicate=True)
+        if any(run.delivery_id == ingest.run.delivery_id for run in self.runs.values()):
+            raise RuntimeError(f"run delivery_id {ingest.run.delivery_id} already recorded")
+        now = ingest.received_at
+        draft = ingest.idea
+        idea = next(
+            (i for i in self.ideas.values() if (i.source, i.source_ref) == (draft.source, draft.source_ref)),
+            None,
+        )
+        idea_created = idea is None
+        if idea is None:
+            idea = Idea(
+                id=draft.id,
+                source=draft.source,
+                source_ref=draft.source_ref,
+                repository=draft.repository,
+                title=draft.title,
+                priority=draft.priority,
+                state=draft.state,
+                paused=False,
+                initiator=draft.initiator,
+                created_at=now,
+                updated_at=now,
+            )
+        task = next(
+            (t for t in self.tasks.values() if t.idea_id == idea.id and t.key == ingest.task.key),
+            None,
+        )
+        if task is None:
+            task = Task(
+                id=ingest.task.id,
+                idea_id=idea.id,
+                key=ingest.task.key,
+                title=ingest.task.title,
+                stage=ingest.task.stage.value,
+                state=ingest.task.state,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            task = dataclasses.replace(task, state=TaskState(ingest.task.state), updated_at=now)
+        draft_run = ingest.run
+        run = Run(
+            id=draft_run.id,
+            idea_id=idea.id,
+            task_id=task.id,
+            stage=draft_run.stage,
+            delivery_id=draft_run.delivery_id,
+            status=draft_run.status,
+            executor=draft_run.executor,
+            workflow_name=draft_run.workflow_name,
+            namespace=draft_run.namespace,
+            created_at=now,
+            submitted_at=None,
+            finished_at=None,
+            detail=None,
+        )
+        ids = IngestIds(idea_id=idea.id, task_id=task.id, run_id=run.id, idea_created=idea_created)
+        effects = ingest.effects(ids)
+        # everything computed: now apply, so that a failure above leaves nothing behind
+        response = json.loads(json.dumps(dict(effects.response)))
+        self.ideas[idea.id] = idea
+        self.tasks[task.id] = task
+        self.runs[run.id] = run
+        self.payloads[run.id] = (draft_run.event_body, draft_run.raw_event)
+        self.deliveries[key] = response
+        for new_event in effects.events:
+            self._append(new_event, now)
+        return IngestResult(ids, response, duplicate=False)
+
+    async def get_idea(self, idea_id: uuid.UUID) -> Idea:
+        self._check()
+        return _found(self.ideas.get(idea_id), "idea", idea_id)
+
+    async def get_task(self, task_id: uuid.UUID) -> Task:
+        self._check()
+        return _found(self.tasks.get(task_id), "task", task_id)
+
+    async def get_run(self, run_id: uuid.UUID) -> Run:
+        self._check()
+        return _found(self.runs.get(run_id), "run", run_id)
+
+    async def list_runs(
+        self, *, statuses: Collection[RunStatus] = (), dispatched_only: bool = False, limit: int = 100
+    ) -> list[Run]:
+        self._check()
+        selected = [
+            run
+            for run in self.runs.values()
+            if (not statuses or run.status in statuses) and (not dispatched_only or run.executor is not None)
+        ]
+        selected.sort(key=lambda run: (run.created_at, run.id))
+        return selected[:limit]
+
+    async def run_payload(self, run_id: uuid.UUID) -> tuple[bytes, bytes]:
+        self._check()
+        return _found(self.payloads.get(run_id), "run", run_id)
+
+    async def update_run(self, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None) -> Run | None:
+        self._check()
+        run = _found(self.runs.get(run_id), "run", run_id)
+        if update.expected and run.status not in update.expected:
+            return None
+        changes: dict[str, Any] = {"status": update.status}
+        for name in ("workflow_name", "namespace", "submitted_at", "finished_at", "detail"):
+            value = getattr(update, name)
+            if value is not None:
+                changes[name] = value
+        run = dataclasses.replace(run, **changes)
+        self.runs[run_id] = run
+        if event is not None:
+            self._append(event)
+        return run
+
+    async def append_event(self, event: NewEvent) -> Event:
+        self._check()
+        return self._append(event)
+
+    async def list_events(
+        self,
+        *,
+        idea_id: uuid.UUID | None = None,
+        run_id: uuid.UUID | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[Event]:
+        self._check()
+        selected = [
+            event
+            for event in self.events
+            if event.seq > after_seq
+            and (idea_id is None or event.idea_id == idea_id)
+            and (run_id is None or event.run_id == run_id)
+        ]
+        return selected[:limit]
+
+    def _append(self, new: NewEvent, at: Any = None) -> Event:
+        prev_hash = self.events[-1].hash if self.events else GENESIS_HASH
+        sealed = seal(new, seq=len(self.events) + 1, prev_hash=prev_hash, created_at=at or self._clock.now())
+        self.events.append(sealed)
+        return sealed
+
+
+def _found(value: T | None, noun: str, record_id: uuid.UUID) -> T:
+    if value is None:
+        raise NotFound(f"{noun} {record_id} does not exist")
+    return value

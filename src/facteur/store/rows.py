@@ -1,0 +1,74 @@
+"""Conversions between table rows and domain records (shared by the SQL adapters)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facteur.domain.events import Event
+from facteur.domain.ideas import Idea, IdeaSource, IdeaState
+from facteur.domain.runs import Run, RunStatus
+from facteur.domain.stages import Stage
+from facteur.domain.tasks import Task, TaskState
+
+
+def idea_from_row(row: Any) -> Idea:
+    return Idea(
+        id=row.id,
+        source=IdeaSource(row.source),
+        source_ref=row.source_ref,
+        repository=row.repository,
+        title=row.title,
+        priority=row.priority,
+        state=IdeaState(row.state),
+        paused=row.paused,
+        initiator=row.initiator,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def task_from_row(row: Any) -> Task:
+    return Task(
+        id=row.id,
+        idea_id=row.idea_id,
+        key=row.key,
+        title=row.title,
+        stage=row.stage,
+        state=TaskState(row.state),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def run_from_row(row: Any) -> Run:
+    return Run(
+        id=row.id,
+        idea_id=row.idea_id,
+        task_id=row.task_id,
+        stage=Stage(row.stage),
+        delivery_id=row.delivery_id,
+        status=RunStatus(row.status),
+        executor=row.executor,
+        workflow_name=row.workflow_name,
+        namespace=row.namespace,
+        created_at=row.created_at,
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+        detail=row.detail,
+    )
+
+
+def event_from_row(row: Any) -> Event:
+    return Event(
+        seq=row.seq,
+        kind=row.kind,
+        actor=row.actor,
+        payload=row.payload,
+        idea_id=row.idea_id,
+        task_id=row.task_id,
+        run_id=row.run_id,
+        created_at=row.created_at,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )

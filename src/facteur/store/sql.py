@@ -1,0 +1,394 @@
+"""The SQL store: one implementation over SQLAlchemy Core for SQLite and PostgreSQL.
+
+Each operation is a synchronous function over one connection in one transaction, run on a worker thread:
+SQLite gets a single writer thread (it allows one writer at a time; ``BEGIN IMMEDIATE`` takes the lock up
+front) and a reader thread (WAL lets readers run beside the writer); PostgreSQL gets one thread per pooled
+connection. The audit chain's head row is locked ``FOR UPDATE`` by every append, so appends from several
+processes serialise and the chain stays linear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import pool as sa_pool
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from facteur.clock import Clock
+from facteur.domain.events import Event, NewEvent, seal
+from facteur.domain.ideas import Idea
+from facteur.domain.runs import Run, RunStatus
+from facteur.domain.tasks import Task
+from facteur.errors import NotFound, StoreError, StoreUnavailable
+from facteur.store import migrate
+from facteur.store.port import Ingest, IngestIds, IngestResult, RunUpdate
+from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
+from facteur.store.tables import deliveries, event_chain, events, ideas, runs, tasks
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Pick the driver: ``postgresql://`` and ``postgres://`` use psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgres", "postgresql"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class SqlStore:
+    def __init__(
+        self,
+        *,
+        writer: sa.Engine,
+        reader: sa.Engine,
+        write_threads: int,
+        read_threads: int,
+        clock: Clock,
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._write_pool = ThreadPoolExecutor(write_threads, thread_name_prefix="facteur-db-write")
+        self._read_pool = (
+            self._write_pool
+            if reader is writer
+            else ThreadPoolExecutor(read_threads, thread_name_prefix="facteur-db-read")
+        )
+        self._clock = clock
+        self._insert: Any = postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert
+
+    # --- construction --------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, clock: Clock, pool_size: int = 10, timeout: float = 5.0) -> SqlStore:
+        sa_url = sqlalchemy_url(url)
+        if make_url(sa_url).get_backend_name() == "sqlite":
+            return cls._open_sqlite(sa_url, clock=clock, timeout=timeout)
+        engine = sa.create_engine(
+            sa_url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=True,
+            pool_timeout=timeout,
+            connect_args={"connect_timeout": max(1, int(timeout))},
+        )
+        return cls(writer=engine, reader=engine, write_threads=pool_size, read_threads=pool_size, clock=clock)
+
+    @classmethod
+    def _open_sqlite(cls, sa_url: str, *, clock: Clock, timeout: float) -> SqlStore:
+        database = make_url(sa_url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+        def engine(begin: str) -> sa.Engine:
+            created = sa.create_engine(
+                sa_url,
+                poolclass=sa_pool.QueuePool,
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"check_same_thread": False, "timeout": timeout},
+            )
+
+            @sa.event.listens_for(created, "connect")
+            def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+                cursor.close()
+
+            @sa.event.listens_for(created, "begin")
+            def _on_begin(connection: sa.Connection) -> None:
+                connection.exec_driver_sql(begin)
+
+            return created
+
+        return cls(
+            writer=engine("BEGIN IMMEDIATE"),
+            reader=engine("BEGIN"),
+            write_threads=1,
+            read_threads=1,
+            clock=clock,
+        )
+
+    def migrate(self) -> tuple[str | None, str]:
+        """Apply pending migrations (synchronously; call before serving)."""
+        try:
+            return migrate.upgrade(self._writer)
+        except sa_exc.SQLAlchemyError as exc:
+            raise _translate(exc) from exc
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.dispose)
+
+    def dispose(self) -> None:
+        """Close the worker threads and connections (the synchronous form of :meth:`close`)."""
+        self._write_pool.shutdown(wait=True)
+        if self._read_pool is not self._write_pool:
+            self._read_pool.shutdown(wait=True)
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
+
+    # --- running operations --------------------------------------------------------------------------------
+
+    async def _run(self, pool: ThreadPoolExecutor, engine: sa.Engine, op: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, functools.partial(self._transaction, engine, op, *args))
+
+    @staticmethod
+    def _transaction(engine: sa.Engine, op: Callable[..., T], *args: Any) -> T:
+        try:
+            with engine.begin() as conn:
+                return op(conn, *args)
+        except sa_exc.SQLAlchemyError as exc:
+            raise _translate(exc) from exc
+
+    async def _write(self, op: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._write_pool, self._writer, op, *args)
+
+    async def _read(self, op: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._read_pool, self._reader, op, *args)
+
+    # --- the port ------------------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
+
+    async def schema_revision(self) -> str | None:
+        return await self._read(migrate.current_revision)
+
+    async def find_delivery(self, source: str, delivery_id: str) -> Mapping[str, Any] | None:
+        return await self._read(_find_delivery, source, delivery_id)
+
+    async def ingest(self, ingest: Ingest) -> IngestResult:
+        return await self._write(self._ingest, ingest)
+
+    async def get_idea(self, idea_id: uuid.UUID) -> Idea:
+        return idea_from_row(await self._read(_get_one, ideas, idea_id, "idea"))
+
+    async def get_task(self, task_id: uuid.UUID) -> Task:
+        return task_from_row(await self._read(_get_one, tasks, task_id, "task"))
+
+    async def get_run(self, run_id: uuid.UUID) -> Run:
+        return run_from_row(await self._read(_get_one, runs, run_id, "run"))
+
+    async def list_runs(
+        self, *, statuses: Collection[RunStatus] = (), dispatched_only: bool = False, limit: int = 100
+    ) -> list[Run]:
+        query = sa.select(runs).order_by(runs.c.created_at, runs.c.id).limit(limit)
+        if statuses:
+            query = query.where(runs.c.status.in_([s.value for s in statuses]))
+        if dispatched_only:
+            query = query.where(runs.c.executor.is_not(None))
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [run_from_row(row) for row in rows]
+
+    async def run_payload(self, run_id: uuid.UUID) -> tuple[bytes, bytes]:
+        row = await self._read(_get_one, runs, run_id, "run")
+        return bytes(row.event_body), bytes(row.raw_event)
+
+    async def update_run(self, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None) -> Run | None:
+        return await self._write(self._update_run, run_id, update, event)
+
+    async def append_event(self, event: NewEvent) -> Event:
+        return await self._write(self._append_event, event)
+
+    async def list_events(
+        self,
+        *,
+        idea_id: uuid.UUID | None = None,
+        run_id: uuid.UUID | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[Event]:
+        query = sa.select(events).where(events.c.seq > after_seq).order_by(events.c.seq).limit(limit)
+        if idea_id is not None:
+            query = query.where(events.c.idea_id == idea_id)
+        if run_id is not None:
+            query = query.where(events.c.run_id == run_id)
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [event_from_row(row) for row in rows]
+
+    # --- transactions (run on a worker thread) -------------------------------------------------------------
+
+    def _ingest(self, conn: sa.Connection, ingest: Ingest) -> IngestResult:
+        claimed = conn.execute(
+            self._insert(deliveries)
+            .values(source=ingest.source, delivery_id=ingest.delivery_id, received_at=ingest.received_at)
+            .on_conflict_do_nothing()
+            .returning(deliveries.c.delivery_id)
+        ).scalar()
+        if claimed is None:
+            response = _find_delivery(conn, ingest.source, ingest.delivery_id)
+            if response is None:  # pragma: no cover - the claimant commits its response with the claim
+                raise StoreError(f"delivery {ingest.delivery_id} is recorded without a response")
+            return IngestResult(None, response, duplicate=True)
+
+        now = ingest.received_at
+        draft = ingest.idea
+        idea_id = conn.execute(
+            self._insert(ideas)
+            .values(
+                id=draft.id,
+                source=draft.source.value,
+                source_ref=draft.source_ref,
+                repository=draft.repository,
+                title=draft.title,
+                spec=dict(draft.spec),
+                priority=draft.priority,
+                state=draft.state.value,
+                paused=False,
+                initiator=draft.initiator,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(ideas.c.id)
+        ).scalar()
+        idea_created = idea_id is not None
+        if idea_id is None:
+            idea_id = conn.execute(
+                sa.select(ideas.c.id).where(
+                    ideas.c.source == draft.source.value, ideas.c.source_ref == draft.source_ref
+                )
+            ).scalar_one()
+
+        task = ingest.task
+        task_id = conn.execute(
+            self._insert(tasks)
+            .values(
+                id=task.id,
+                idea_id=idea_id,
+                key=task.key,
+                title=task.title,
+                stage=task.stage.value,
+                state=task.state.value,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(tasks.c.id)
+        ).scalar()
+        if task_id is None:
+            task_id = conn.execute(
+                sa.select(tasks.c.id).where(tasks.c.idea_id == idea_id, tasks.c.key == task.key)
+            ).scalar_one()
+            conn.execute(
+                sa.update(tasks).where(tasks.c.id == task_id).values(state=task.state.value, updated_at=now)
+            )
+
+        run = ingest.run
+        conn.execute(
+            sa.insert(runs).values(
+                id=run.id,
+                idea_id=idea_id,
+                task_id=task_id,
+                stage=run.stage.value,
+                delivery_id=run.delivery_id,
+                status=run.status.value,
+                executor=run.executor,
+                workflow_name=run.workflow_name,
+                namespace=run.namespace,
+                event_body=run.event_body,
+                raw_event=run.raw_event,
+                created_at=now,
+            )
+        )
+        ids = IngestIds(idea_id=idea_id, task_id=task_id, run_id=run.id, idea_created=idea_created)
+        effects = ingest.effects(ids)
+        conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.source == ingest.source, deliveries.c.delivery_id == ingest.delivery_id)
+            .values(response=dict(effects.response))
+        )
+        for new_event in effects.events:
+            self._append_event(conn, new_event, now)
+        return IngestResult(ids, effects.response, duplicate=False)
+
+    def _update_run(
+        self, conn: sa.Connection, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None
+    ) -> Run | None:
+        values: dict[str, Any] = {"status": update.status.value}
+        for name in ("workflow_name", "namespace", "submitted_at", "finished_at", "detail"):
+            value = getattr(update, name)
+            if value is not None:
+                values[name] = value
+        statement = sa.update(runs).where(runs.c.id == run_id).values(**values)
+        if update.expected:
+            statement = statement.where(runs.c.status.in_([s.value for s in update.expected]))
+        if conn.execute(statement).rowcount == 0:
+            _get_one(conn, runs, run_id, "run")  # raises NotFound for an unknown run
+            return None
+        if event is not None:
+            self._append_event(conn, event)
+        return run_from_row(_get_one(conn, runs, run_id, "run"))
+
+    def _append_event(self, conn: sa.Connection, new: NewEvent, at: Any = None) -> Event:
+        head = conn.execute(
+            sa.select(event_chain.c.seq, event_chain.c.hash).where(event_chain.c.id == 1).with_for_update()
+        ).one()
+        sealed = seal(new, seq=head.seq + 1, prev_hash=head.hash, created_at=at or self._clock.now())
+        conn.execute(
+            sa.insert(events).values(
+                seq=sealed.seq,
+                kind=sealed.kind,
+                actor=sealed.actor,
+                idea_id=sealed.idea_id,
+                task_id=sealed.task_id,
+                run_id=sealed.run_id,
+                payload=sealed.payload,
+                created_at=sealed.created_at,
+                prev_hash=sealed.prev_hash,
+                hash=sealed.hash,
+            )
+        )
+        conn.execute(
+            sa.update(event_chain).where(event_chain.c.id == 1).values(seq=sealed.seq, hash=sealed.hash)
+        )
+        return sealed
+
+
+def _find_delivery(conn: sa.Connection, source: str, delivery_id: str) -> Mapping[str, Any] | None:
+    response: Mapping[str, Any] | None = conn.execute(
+        sa.select(deliveries.c.response).where(
+            deliveries.c.source == source, deliveries.c.delivery_id == delivery_id
+        )
+    ).scalar()
+    return response
+
+
+def _get_one(conn: sa.Connection, table: sa.Table, record_id: uuid.UUID, noun: str) -> Any:
+    row = conn.execute(sa.select(table).where(table.c.id == record_id)).first()
+    if row is None:
+        raise NotFound(f"{noun} {record_id} does not exist")
+    return row
+
+
+def _translate(exc: sa_exc.SQLAlchemyError) -> StoreError:
+    if isinstance(exc, sa_exc.TimeoutError):
+        return StoreUnavailable("the database did not answer in time (all connections busy)")
+    if isinstance(exc, sa_exc.DBAPIError):
+        original = exc.orig
+        text = str(original).strip().splitlines()[0] if original is not None else str(exc)
+        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return StoreUnavailable(f"database unavailable: {text}")
+        if isinstance(exc, sa_exc.ProgrammingError) and "no such table" in text:
+            return StoreUnavailable(f"database schema missing: {text} (run `facteur migrate`)")
+        return StoreError(f"database error: {text}")
+    return StoreError(f"database error: {exc}")

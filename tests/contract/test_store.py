@@ -1,0 +1,276 @@
+"""The Store contract: every adapter (memory, SQLite, PostgreSQL) behaves the same."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from facteur.domain.events import NewEvent, verify_chain
+from facteur.domain.ideas import IdeaSource, IdeaState
+from facteur.domain.runs import RunStatus
+from facteur.domain.stages import Stage
+from facteur.domain.tasks import TaskState
+from facteur.errors import NotFound
+from facteur.store.migrate import head_revision
+from facteur.store.port import (
+    IdeaDraft,
+    Ingest,
+    IngestEffects,
+    IngestIds,
+    RunDraft,
+    RunUpdate,
+    Store,
+    TaskDraft,
+)
+from tests.support.fakes import FakeClock
+
+
+def make_ingest(
+    clock: FakeClock,
+    *,
+    delivery_id: str = "delivery-1",
+    source_ref: str = "acme/widgets#7",
+    task_key: str = "planning",
+    executor: str | None = "none",
+) -> Ingest:
+    run_id = uuid.uuid4()
+
+    def effects(ids: IngestIds) -> IngestEffects:
+        return IngestEffects(
+            response={"ideaId": str(ids.idea_id), "taskId": str(ids.task_id), "runId": str(ids.run_id)},
+            events=[
+                NewEvent(
+                    kind="test.ingested",
+                    actor="test",
+                    payload={"delivery_id": delivery_id, "created": ids.idea_created},
+                    idea_id=ids.idea_id,
+                    task_id=ids.task_id,
+                    run_id=ids.run_id,
+                )
+            ],
+        )
+
+    return Ingest(
+        source="codex_task",
+        delivery_id=delivery_id,
+        received_at=clock.now(),
+        idea=IdeaDraft(
+            id=uuid.uuid4(),
+            source=IdeaSource.GITHUB_ISSUE,
+            source_ref=source_ref,
+            repository=source_ref.split("#")[0],
+            title="Make widgets faster",
+            initiator="octocat",
+        ),
+        task=TaskDraft(
+            id=uuid.uuid4(), key=task_key, title="Plan it", stage=Stage.PLANNING, state=TaskState.QUEUED
+        ),
+        run=RunDraft(
+            id=run_id,
+            stage=Stage.PLANNING,
+            delivery_id=delivery_id,
+            status=RunStatus.QUEUED,
+            executor=executor,
+            workflow_name=f"codex-planning-x-{run_id.hex[:8]}" if executor else None,
+            namespace="ns" if executor else None,
+            event_body=b'{"stage":"planning"}',
+            raw_event=b"\x08\x01",
+        ),
+        effects=effects,
+    )
+
+
+async def test_schema_is_at_head(store: Store) -> None:
+    await store.ping()
+    assert await store.schema_revision() == head_revision()
+
+
+async def test_ingest_records_idea_task_run_delivery_and_event(store: Store, clock: FakeClock) -> None:
+    ingest = make_ingest(clock)
+    result = await store.ingest(ingest)
+
+    assert not result.duplicate
+    assert result.ids is not None
+    ids = result.ids
+    assert ids.idea_created
+    assert ids.run_id == ingest.run.id
+    assert result.response == {
+        "ideaId": str(ids.idea_id),
+        "taskId": str(ids.task_id),
+        "runId": str(ids.run_id),
+    }
+
+    idea = await store.get_idea(ids.idea_id)
+    assert (idea.source, idea.source_ref, idea.state, idea.paused) == (
+        IdeaSource.GITHUB_ISSUE,
+        "acme/widgets#7",
+        IdeaState.REGISTERED,
+        False,
+    )
+    assert idea.created_at == clock.now()
+    task = await store.get_task(ids.task_id)
+    assert (task.idea_id, task.key, task.state) == (ids.idea_id, "planning", TaskState.QUEUED)
+    run = await store.get_run(ids.run_id)
+    assert (run.task_id, run.status, run.executor, run.delivery_id) == (
+        ids.task_id,
+        RunStatus.QUEUED,
+        "none",
+        "delivery-1",
+    )
+    assert await store.run_payload(run.id) == (b'{"stage":"planning"}', b"\x08\x01")
+    assert await store.find_delivery("codex_task", "delivery-1") == result.response
+    assert await store.find_delivery("codex_task", "other") is None
+    assert await store.find_delivery("github", "delivery-1") is None
+
+    events = await store.list_events()
+    assert [(e.seq, e.kind, e.run_id) for e in events] == [(1, "test.ingested", run.id)]
+    assert events[0].payload == {"delivery_id": "delivery-1", "created": True}
+
+
+async def test_replayed_delivery_writes_nothing_and_returns_first_answer(
+    store: Store, clock: FakeClock
+) -> None:
+    first = await store.ingest(make_ingest(clock))
+    clock.advance(5)
+    again = await store.ingest(make_ingest(clock))
+
+    assert again.duplicate
+    assert again.ids is None
+    assert again.response == first.response
+    assert len(await store.list_runs()) == 1
+    assert len(await store.list_events()) == 1
+
+
+async def test_second_delivery_for_same_issue_reuses_idea_and_task(store: Store, clock: FakeClock) -> None:
+    first = await store.ingest(make_ingest(clock, delivery_id="d-1"))
+    second = await store.ingest(make_ingest(clock, delivery_id="d-2"))
+    other_task = await store.ingest(make_ingest(clock, delivery_id="d-3", task_key="review"))
+    assert first.ids and second.ids and other_task.ids
+    assert second.ids.idea_id == first.ids.idea_id
+    assert not second.ids.idea_created
+    assert second.ids.task_id == first.ids.task_id
+    assert second.ids.run_id != first.ids.run_id
+    assert other_task.ids.task_id != first.ids.task_id
+    assert len(await store.list_runs()) == 3
+
+
+async def test_concurrent_identical_deliveries_record_one_run(store: Store, clock: FakeClock) -> None:
+    results = await asyncio.gather(*(store.ingest(make_ingest(clock)) for _ in range(12)))
+    originals = [r for r in results if not r.duplicate]
+    assert len(originals) == 1
+    assert all(r.response == originals[0].response for r in results)
+    assert len(await store.list_runs()) == 1
+
+
+async def test_concurrent_deliveries_for_one_new_issue_share_the_idea(store: Store, clock: FakeClock) -> None:
+    results = await asyncio.gather(
+        *(store.ingest(make_ingest(clock, delivery_id=f"d-{n}")) for n in range(8))
+    )
+    assert all(not r.duplicate for r in results)
+    idea_ids = {r.ids.idea_id for r in results if r.ids}
+    assert len(idea_ids) == 1
+    assert sum(1 for r in results if r.ids and r.ids.idea_created) == 1
+
+
+async def test_failed_effects_leave_nothing_behind(store: Store, clock: FakeClock) -> None:
+    ingest = make_ingest(clock)
+
+    def broken(_ids: IngestIds) -> IngestEffects:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await store.ingest(Ingest(**{**_fields(ingest), "effects": broken}))
+    assert await store.find_delivery("codex_task", ingest.delivery_id) is None
+    assert await store.list_runs() == []
+    assert await store.list_events() == []
+    # the delivery can still be accepted afterwards
+    assert not (await store.ingest(ingest)).duplicate
+
+
+def _fields(ingest: Ingest) -> dict[str, Any]:
+    return {name: getattr(ingest, name) for name in Ingest.__dataclass_fields__}
+
+
+async def test_update_run_respects_expected_status(store: Store, clock: FakeClock) -> None:
+    result = await store.ingest(make_ingest(clock))
+    assert result.ids
+    run_id = result.ids.run_id
+    clock.advance(1)
+    submitted = await store.update_run(
+        run_id,
+        RunUpdate(status=RunStatus.SUBMITTED, expected=(RunStatus.QUEUED,), submitted_at=clock.now()),
+        NewEvent(kind="run.submitted", actor="test", payload={}, run_id=run_id),
+    )
+    assert submitted is not None
+    assert submitted.status is RunStatus.SUBMITTED
+    assert submitted.submitted_at == clock.now()
+    assert submitted.workflow_name is not None  # untouched fields keep their values
+
+    stale = await store.update_run(
+        run_id,
+        RunUpdate(status=RunStatus.SUBMITTED, expected=(RunStatus.QUEUED,)),
+        NewEvent(kind="run.submitted", actor="test", payload={}, run_id=run_id),
+    )
+    assert stale is None
+    assert [e.kind for e in await store.list_events(run_id=run_id)] == ["test.ingested", "run.submitted"]
+
+    with pytest.raises(NotFound, match="run"):
+        await store.update_run(uuid.uuid4(), RunUpdate(status=RunStatus.FAILED), None)
+
+
+async def test_unknown_ids_raise_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.get_idea(uuid.uuid4())
+    with pytest.raises(NotFound):
+        await store.get_task(uuid.uuid4())
+    with pytest.raises(NotFound):
+        await store.get_run(uuid.uuid4())
+    with pytest.raises(NotFound):
+        await store.run_payload(uuid.uuid4())
+
+
+async def test_list_runs_filters_and_orders(store: Store, clock: FakeClock) -> None:
+    a = await store.ingest(make_ingest(clock, delivery_id="a"))
+    clock.advance(1)
+    b = await store.ingest(make_ingest(clock, delivery_id="b", executor=None))
+    clock.advance(1)
+    c = await store.ingest(make_ingest(clock, delivery_id="c"))
+    assert a.ids and b.ids and c.ids
+    await store.update_run(c.ids.run_id, RunUpdate(status=RunStatus.RUNNING), None)
+
+    assert [r.delivery_id for r in await store.list_runs()] == ["a", "b", "c"]
+    queued = await store.list_runs(statuses=(RunStatus.QUEUED,), dispatched_only=True)
+    assert [r.delivery_id for r in queued] == ["a"]
+    assert [r.delivery_id for r in await store.list_runs(limit=2)] == ["a", "b"]
+
+
+async def test_event_chain_is_linear_and_verifiable(store: Store, clock: FakeClock) -> None:
+    result = await store.ingest(make_ingest(clock))
+    assert result.ids
+    appended = await asyncio.gather(
+        *(
+            store.append_event(
+                NewEvent(kind="test.note", actor="test", payload={"n": n}, idea_id=result.ids.idea_id)
+            )
+            for n in range(20)
+        )
+    )
+    events = await store.list_events()
+    assert [e.seq for e in events] == list(range(1, 22))
+    assert sorted(e.seq for e in appended) == list(range(2, 22))
+    assert verify_chain(events) is None
+    assert len(await store.list_events(idea_id=result.ids.idea_id)) == 21
+    assert [e.seq for e in await store.list_events(after_seq=19)] == [20, 21]
+    assert len(await store.list_events(limit=5)) == 5
+
+
+async def test_event_payload_round_trips(store: Store) -> None:
+    payload = {"text": "héllo {{workflow.name}}", "nested": {"list": [1, 2.5, None, True]}}
+    event = await store.append_event(NewEvent(kind="test.payload", actor="someone", payload=payload))
+    [stored] = await store.list_events()
+    assert stored == event
+    assert stored.payload == payload
+    assert verify_chain([stored]) is None
