@@ -55,6 +55,10 @@ class DatabaseSettings(_Section):
             raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
         return value
 
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (mask_url(value) if name == "url" and isinstance(value, str) else value)
+
     @property
     def is_postgres(self) -> bool:
         return urlsplit(self.url).scheme.split("+")[0] in {"postgresql", "postgres"}
@@ -204,12 +208,12 @@ def load_settings(
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         raw_parts = name[len(ENV_PREFIX) :].split("__")
-        key_path = _resolve_env_path(raw_parts)
-        if key_path is None:
+        env_path = _resolve_env_path(raw_parts)
+        if env_path is None:
             problems.append(f"unknown setting {'.'.join(p.lower() for p in raw_parts)} (from env {name})")
             continue
-        _put(data, key_path, _env_value(key_path, env[name]))
-        origins[key_path] = f"env {name}"
+        _put(data, env_path, _env_value(env_path, env[name]))
+        origins[env_path] = f"env {name}"
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -61,7 +61,7 @@ def make_ingest(
             id=uuid.uuid4(),
             source=IdeaSource.GITHUB_ISSUE,
             source_ref=source_ref,
-            repository=source_ref.split("#")[0],
+            repository=source_ref.split("#", maxsplit=1)[0],
             title="Make widgets faster",
             initiator="octocat",
         ),

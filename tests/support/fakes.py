@@ -18,9 +18,11 @@ class FakeClock:
 
 
 class SequentialIds:
+    """Predictable ids that, like random ones, differ in their first characters."""
+
     def __init__(self) -> None:
         self.counter = 0
 
     def new_id(self) -> uuid.UUID:
         self.counter += 1
-        return uuid.UUID(int=(0xABCDEF01 << 96) | self.counter)
+        return uuid.UUID(int=(self.counter << 96) | 0xFACADE)

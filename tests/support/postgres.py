@@ -120,7 +120,7 @@ class PostgresServer:
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         with psycopg.connect(self.url(database), autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql.encode())
 
     def new_database(self, template: str | None = TEMPLATE) -> str:
         name = f"t_{os.getpid()}_{next(self._counter)}"

@@ -39,7 +39,7 @@ _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 def stage_name(value: int) -> str:
     """The enum name of a stage value, e.g. ``CODEX_TASK_STAGE_PLANNING`` (or the number if unknown)."""
     try:
-        return pb.CodexTaskStage.Name(value)  # type: ignore[arg-type]
+        return pb.CodexTaskStage.Name(value)
     except ValueError:
         return str(value)
 

@@ -86,6 +86,10 @@ class LocalExecutor:
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def set_listener(self, listener: StatusListener) -> None:
         self._listener = listener
 
@@ -238,7 +242,7 @@ class LocalExecutor:
             self._live.pop(name, None)
         if live.cancelled:
             outcome, message = "cancelled", "cancelled"
-        elif self._closing:
+        elif self.closing:
             outcome, message = "lost", "Facteur stopped while the run was in progress"
         elif code == 0:
             outcome, message = "succeeded", ""
@@ -274,7 +278,8 @@ class LocalExecutor:
         if self._listener is None:
             return
         try:
-            await self._listener(state["run_id"], _status(state))
+            # our own transition: the process may already have exited, which must not read as "lost"
+            await self._listener(state["run_id"], _status(state, check_pid=False))
         except Exception:
             logger.exception("local run status listener failed: run=%s", state.get("run_id"))
 
@@ -289,12 +294,12 @@ _PHASES = {
 }
 
 
-def _status(state: dict[str, Any]) -> WorkflowStatus:
+def _status(state: dict[str, Any], *, check_pid: bool = True) -> WorkflowStatus:
     phase = _PHASES.get(str(state.get("state")), WorkflowPhase.FAILED)
-    if phase is WorkflowPhase.RUNNING and not _pid_alive(state.get("pid")):
+    if check_pid and phase is WorkflowPhase.RUNNING and not _pid_alive(state.get("pid")):
         phase = WorkflowPhase.LOST
         state = {**state, "message": "the process is gone"}
-    details = {k: str(state[k]) for k in ("pid", "exit_code", "state") if k in state}
+    details: dict[str, str] = {k: str(state[k]) for k in ("pid", "exit_code", "state") if k in state}
     return WorkflowStatus(
         phase=phase,
         message=str(state.get("message", "")),

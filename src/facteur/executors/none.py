@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from facteur.errors import ExecutorError
 from facteur.executors.port import Submission, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
 
 
@@ -13,8 +14,16 @@ class NoneExecutor:
         self._submitted: dict[str, WorkflowRequest] = {}
         self._cancelled: set[str] = set()
 
+    @property
+    def submitted(self) -> dict[str, WorkflowRequest]:
+        """Every workflow submitted to this executor, by name (what an operator would inspect)."""
+        return dict(self._submitted)
+
     async def submit(self, request: WorkflowRequest) -> Submission:
-        created = request.name not in self._submitted
+        existing = self._submitted.get(request.name)
+        if existing is not None and existing.run_id != request.run_id:
+            raise ExecutorError(f"workflow {request.name} belongs to run {existing.run_id}")
+        created = existing is None
         self._submitted.setdefault(request.name, request)
         return Submission(WorkflowRef(self.kind, self.namespace, request.name), created=created)
 
