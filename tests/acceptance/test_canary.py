@@ -108,8 +108,8 @@ def test_canary_against_a_fresh_server_survives_a_restart(tmp_path: Path) -> Non
 
     output = log.read_text()
     assert (
-        "codex task received: stage=CODEX_TASK_STAGE_PLANNING repo=proompteng/lab issue=999 delivery=dry-run-0001"
-        in output
+        "codex task received: stage=CODEX_TASK_STAGE_PLANNING repo=proompteng/lab issue=999 "
+        "delivery=dry-run-0001" in output
     )
     assert (
         f"workflow submitted: stage=PLANNING repo=proompteng/lab issue=999 workflow={first['workflowName']}"

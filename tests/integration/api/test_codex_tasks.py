@@ -130,8 +130,8 @@ async def test_canary_is_recorded_and_submitted(
 
     messages = [r.getMessage() for r in caplog.records]
     assert (
-        "codex task received: stage=CODEX_TASK_STAGE_PLANNING repo=proompteng/lab issue=999 delivery=dry-run-0001"
-        in messages
+        "codex task received: stage=CODEX_TASK_STAGE_PLANNING repo=proompteng/lab issue=999 "
+        "delivery=dry-run-0001" in messages
     )
     assert (
         f"workflow submitted: stage=PLANNING repo=proompteng/lab issue=999 workflow={body['workflowName']} "
