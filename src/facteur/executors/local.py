@@ -143,6 +143,7 @@ class LocalExecutor:
                     "stage": request.stage.value,
                     "state": "queued",
                     "queued_at": _iso(self._clock.now()),
+                    "log": str(run_dir / "run.log"),
                 },
             )
         except OSError as exc:
@@ -299,7 +300,7 @@ def _status(state: dict[str, Any], *, check_pid: bool = True) -> WorkflowStatus:
     if check_pid and phase is WorkflowPhase.RUNNING and not _pid_alive(state.get("pid")):
         phase = WorkflowPhase.LOST
         state = {**state, "message": "the process is gone"}
-    details: dict[str, str] = {k: str(state[k]) for k in ("pid", "exit_code", "state") if k in state}
+    details: dict[str, str] = {k: str(state[k]) for k in ("pid", "exit_code", "state", "log") if k in state}
     return WorkflowStatus(
         phase=phase,
         message=str(state.get("message", "")),

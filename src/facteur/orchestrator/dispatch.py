@@ -101,6 +101,19 @@ class Dispatcher:
             ref.name,
             ref.namespace,
         )
+        submitted = NewEvent(
+            kind="run.submitted",
+            actor=ACTOR,
+            payload={
+                "executor": ref.executor,
+                "namespace": ref.namespace,
+                "workflow": ref.name,
+                "created": submission.created,
+            },
+            idea_id=run.idea_id,
+            task_id=run.task_id,
+            run_id=run.id,
+        )
         updated = await self._store.update_run(
             run.id,
             RunUpdate(
@@ -109,21 +122,13 @@ class Dispatcher:
                 namespace=ref.namespace,
                 submitted_at=self._clock.now(),
             ),
-            NewEvent(
-                kind="run.submitted",
-                actor=ACTOR,
-                payload={
-                    "executor": ref.executor,
-                    "namespace": ref.namespace,
-                    "workflow": ref.name,
-                    "created": submission.created,
-                },
-                idea_id=run.idea_id,
-                task_id=run.task_id,
-                run_id=run.id,
-            ),
+            submitted,
         )
-        return updated or await self._store.get_run(run.id)
+        if updated is None:
+            # the executor already reported the run started (or finished): keep its status, record the fact
+            await self._store.append_event(submitted)
+            return await self._store.get_run(run.id)
+        return updated
 
     async def resubmit_pending(self, limit: int = 500) -> int:
         """Submit every queued run that has an executor; returns how many were submitted."""

@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -410,3 +411,51 @@ async def test_server_starts_before_the_database_and_becomes_ready(clock: FakeCl
     assert "database not migrated yet" in early.json()["detail"]
     assert early_post.status_code == 503
     assert late_post.status_code == 202
+
+
+async def test_two_replicas_on_one_postgres_accept_a_delivery_once(pg_url: str, clock: FakeClock) -> None:
+    executors = [NoneExecutor(), NoneExecutor()]
+    settings = settings_for(pg_url)
+    async with (
+        running_app(settings, clock=clock, executor=executors[0]) as one,
+        running_app(settings, clock=clock, executor=executors[1]) as two,
+    ):
+        responses = await asyncio.gather(
+            *(
+                replica.client.post("/codex/tasks", content=canary(), headers=PROTOBUF)
+                for _ in range(10)
+                for replica in (one, two)
+            )
+        )
+        runs = await one.runtime.store.list_runs()
+    bodies = [r.json() for r in responses]
+    assert sum(1 for b in bodies if not b["duplicate"]) == 1
+    assert len({b["runId"] for b in bodies}) == 1
+    assert len(runs) == 1
+    assert sum(len(e.submitted) for e in executors) == 1
+
+
+async def test_local_executor_outcome_is_recorded_on_the_run(
+    sqlite_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    settings = load_settings(
+        environ={
+            "FACTEUR_DATABASE__URL": sqlite_url,
+            "FACTEUR_EXECUTOR__LOCAL__WORKDIR": str(tmp_path / "runs"),
+            "FACTEUR_EXECUTOR__LOCAL__COMMAND": "true",
+        }
+    )
+    async with running_app(settings, clock=clock) as running:
+        body = (await running.client.post("/codex/tasks", content=canary(), headers=PROTOBUF)).json()
+        store = running.runtime.store
+        run_id = _uuid(body["runId"])
+        async with asyncio.timeout(20):
+            while (await store.get_run(run_id)).status is not RunStatus.SUCCEEDED:
+                await asyncio.sleep(0.02)
+        events = await store.list_events(run_id=run_id)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "codex_task.accepted"
+    assert sorted(kinds[1:3]) == ["run.started", "run.submitted"]  # the process may start before we note it
+    assert kinds[3:] == ["run.succeeded"]
+    assert events[-1].payload["exit_code"] == "0"
+    assert events[-1].payload["log"] == str(tmp_path / "runs" / body["workflowName"] / "run.log")

@@ -350,3 +350,18 @@ async def test_instant_processes_are_reported_running_then_succeeded(
     )
     for req in requests:
         assert phases(recorder, req.run_id) == [WorkflowPhase.RUNNING, WorkflowPhase.SUCCEEDED]
+
+
+async def test_status_details_name_the_pid_exit_code_and_log(
+    tmp_path: Path, make_executor: ExecutorFactory
+) -> None:
+    recorder = Recorder()
+    executor = make_executor("true", recorder=recorder)
+    await executor.start()
+    req = request()
+    ref = (await executor.submit(req)).ref
+    await recorder.wait_for(lambda: WorkflowPhase.SUCCEEDED in phases(recorder, req.run_id))
+    details = (await executor.status(ref)).details
+    assert details["log"] == str(tmp_path / "runs" / req.name / "run.log")
+    assert details["exit_code"] == "0"
+    assert int(details["pid"]) > 0
