@@ -62,8 +62,10 @@ class Runtime:
             self._mark_ready()
         if isinstance(self.executor, LocalExecutor):
             await self.executor.start()
+        if self._problem is None:
+            await self._resubmit()  # before the first request, so start-up work is not raced by new work
         self._tasks.append(
-            asyncio.create_task(self._resubmit_loop(), name="facteur-resubmit"),
+            asyncio.create_task(self._resubmit_loop(started=self._problem is None), name="facteur-resubmit"),
         )
 
     async def _migrate(self) -> None:
@@ -86,17 +88,22 @@ class Runtime:
             except StoreUnavailable as exc:
                 self._problem = f"database not migrated yet: {exc.message}"
 
-    async def _resubmit_loop(self) -> None:
-        """Resubmit queued runs once the store is ready, then periodically."""
-        await self._ready.wait()
+    async def _resubmit(self) -> None:
+        try:
+            count = await self.dispatcher.resubmit_pending()
+            if count:
+                logger.info("queued runs resubmitted: count=%s", count)
+        except StoreUnavailable as exc:
+            logger.warning("resubmission sweep failed: error=%s", exc.message)
+
+    async def _resubmit_loop(self, *, started: bool) -> None:
+        """Resubmit queued runs once the store is ready (unless done at start-up), then periodically."""
+        if not started:
+            await self._ready.wait()
+            await self._resubmit()
         while True:
-            try:
-                count = await self.dispatcher.resubmit_pending()
-                if count:
-                    logger.info("queued runs resubmitted: count=%s", count)
-            except StoreUnavailable as exc:
-                logger.warning("resubmission sweep failed: error=%s", exc.message)
             await asyncio.sleep(RESUBMIT_INTERVAL_SECONDS)
+            await self._resubmit()
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -31,6 +33,7 @@ from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task
 from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store import migrate
+from facteur.store.compiled import Codec, Compiled, dialect_for
 from facteur.store.port import Ingest, IngestIds, IngestResult, RunUpdate
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
 from facteur.store.tables import deliveries, event_chain, events, ideas, runs, tasks
@@ -67,7 +70,8 @@ class SqlStore:
             else ThreadPoolExecutor(read_threads, thread_name_prefix="facteur-db-read")
         )
         self._clock = clock
-        self._insert: Any = postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert
+        self._q = _statements(writer.dialect.name)
+        self._codec = Codec(writer.dialect.name)
 
     # --- construction --------------------------------------------------------------------------------------
 
@@ -227,154 +231,294 @@ class SqlStore:
     # --- transactions (run on a worker thread) -------------------------------------------------------------
 
     def _ingest(self, conn: sa.Connection, ingest: Ingest) -> IngestResult:
-        claimed = conn.execute(
-            self._insert(deliveries)
-            .values(source=ingest.source, delivery_id=ingest.delivery_id, received_at=ingest.received_at)
-            .on_conflict_do_nothing()
-            .returning(deliveries.c.delivery_id)
-        ).scalar()
-        if claimed is None:
-            response = _find_delivery(conn, ingest.source, ingest.delivery_id)
+        q, c = self._q, self._codec
+        cursor = _cursor(conn)
+        now = c.timestamp(ingest.received_at)
+        source, delivery_id = ingest.source, ingest.delivery_id
+        cursor.execute(
+            q.claim_delivery.sql, {"source": source, "delivery_id": delivery_id, "received_at": now}
+        )
+        if cursor.fetchone() is None:
+            response = _find_delivery(conn, source, delivery_id)
             if response is None:  # pragma: no cover - the claimant commits its response with the claim
-                raise StoreError(f"delivery {ingest.delivery_id} is recorded without a response")
+                raise StoreError(f"delivery {delivery_id} is recorded without a response")
             return IngestResult(None, response, duplicate=True)
 
-        now = ingest.received_at
         draft = ingest.idea
-        idea_id = conn.execute(
-            self._insert(ideas)
-            .values(
-                id=draft.id,
-                source=draft.source.value,
-                source_ref=draft.source_ref,
-                repository=draft.repository,
-                title=draft.title,
-                spec=dict(draft.spec),
-                priority=draft.priority,
-                state=draft.state.value,
-                paused=False,
-                initiator=draft.initiator,
-                created_at=now,
-                updated_at=now,
+        cursor.execute(
+            q.insert_idea.sql,
+            {
+                "id": c.uuid(draft.id),
+                "source": draft.source.value,
+                "source_ref": draft.source_ref,
+                "repository": draft.repository,
+                "title": draft.title,
+                "spec": c.json(dict(draft.spec)),
+                "priority": draft.priority,
+                "state": draft.state.value,
+                "paused": c.boolean(False),
+                "initiator": draft.initiator,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        row = cursor.fetchone()
+        idea_created = row is not None
+        if row is None:
+            cursor.execute(
+                q.find_idea.sql, {"b_source": draft.source.value, "b_source_ref": draft.source_ref}
             )
-            .on_conflict_do_nothing()
-            .returning(ideas.c.id)
-        ).scalar()
-        idea_created = idea_id is not None
-        if idea_id is None:
-            idea_id = conn.execute(
-                sa.select(ideas.c.id).where(
-                    ideas.c.source == draft.source.value, ideas.c.source_ref == draft.source_ref
-                )
-            ).scalar_one()
+            row = cursor.fetchone()
+        idea_id = c.uuid_out(row[0])
 
         task = ingest.task
-        task_id = conn.execute(
-            self._insert(tasks)
-            .values(
-                id=task.id,
-                idea_id=idea_id,
-                key=task.key,
-                title=task.title,
-                stage=task.stage.value,
-                state=task.state.value,
-                attempts=0,
-                created_at=now,
-                updated_at=now,
+        cursor.execute(
+            q.insert_task.sql,
+            {
+                "id": c.uuid(task.id),
+                "idea_id": c.uuid(idea_id),
+                "key": task.key,
+                "title": task.title,
+                "stage": task.stage.value,
+                "state": task.state.value,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(
+                q.touch_task.sql,
+                {
+                    "b_idea_id": c.uuid(idea_id),
+                    "b_key": task.key,
+                    "state": task.state.value,
+                    "updated_at": now,
+                },
             )
-            .on_conflict_do_nothing()
-            .returning(tasks.c.id)
-        ).scalar()
-        if task_id is None:
-            task_id = conn.execute(
-                sa.select(tasks.c.id).where(tasks.c.idea_id == idea_id, tasks.c.key == task.key)
-            ).scalar_one()
-            conn.execute(
-                sa.update(tasks).where(tasks.c.id == task_id).values(state=task.state.value, updated_at=now)
-            )
+            row = cursor.fetchone()
+        task_id = c.uuid_out(row[0])
+        assert idea_id is not None
+        assert task_id is not None
 
         run = ingest.run
-        conn.execute(
-            sa.insert(runs).values(
-                id=run.id,
-                idea_id=idea_id,
-                task_id=task_id,
-                stage=run.stage.value,
-                delivery_id=run.delivery_id,
-                status=run.status.value,
-                executor=run.executor,
-                workflow_name=run.workflow_name,
-                namespace=run.namespace,
-                event_body=run.event_body,
-                raw_event=run.raw_event,
-                created_at=now,
-            )
+        cursor.execute(
+            q.insert_run.sql,
+            {
+                "id": c.uuid(run.id),
+                "idea_id": c.uuid(idea_id),
+                "task_id": c.uuid(task_id),
+                "stage": run.stage.value,
+                "delivery_id": run.delivery_id,
+                "status": run.status.value,
+                "executor": run.executor,
+                "workflow_name": run.workflow_name,
+                "namespace": run.namespace,
+                "event_body": run.event_body,
+                "raw_event": run.raw_event,
+                "created_at": now,
+            },
         )
         ids = IngestIds(idea_id=idea_id, task_id=task_id, run_id=run.id, idea_created=idea_created)
         effects = ingest.effects(ids)
-        conn.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.source == ingest.source, deliveries.c.delivery_id == ingest.delivery_id)
-            .values(response=dict(effects.response))
+        cursor.execute(
+            q.answer_delivery.sql,
+            {"b_source": source, "b_delivery_id": delivery_id, "response": c.json(dict(effects.response))},
         )
-        for new_event in effects.events:
-            self._append_event(conn, new_event, now)
+        self._append_events(conn, effects.events, ingest.received_at)
         return IngestResult(ids, effects.response, duplicate=False)
 
     def _update_run(
         self, conn: sa.Connection, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None
     ) -> Run | None:
+        c = self._codec
         values: dict[str, Any] = {"status": update.status.value}
-        for name in ("workflow_name", "namespace", "submitted_at", "finished_at", "detail"):
+        for name in ("workflow_name", "namespace", "detail"):
             value = getattr(update, name)
             if value is not None:
                 values[name] = value
-        statement = sa.update(runs).where(runs.c.id == run_id).values(**values)
-        if update.expected:
-            statement = statement.where(runs.c.status.in_([s.value for s in update.expected]))
-        if conn.execute(statement).rowcount == 0:
+        for name in ("submitted_at", "finished_at"):
+            value = getattr(update, name)
+            if value is not None:
+                values[name] = c.timestamp(value)
+        expected = [s.value for s in update.expected]
+        statement = self._q.update_run(tuple(sorted(values)), len(expected))
+        values["b_id"] = c.uuid(run_id)
+        values.update((f"b_expected_{n}", status) for n, status in enumerate(expected))
+        cursor = _cursor(conn)
+        cursor.execute(statement.sql, values)
+        row = cursor.fetchone()
+        if row is None:
             _get_one(conn, runs, run_id, "run")  # raises NotFound for an unknown run
             return None
         if event is not None:
-            self._append_event(conn, event)
-        return run_from_row(_get_one(conn, runs, run_id, "run"))
+            self._append_events(conn, [event])
+        return self._run_from_values(row)
 
-    def _append_event(self, conn: sa.Connection, new: NewEvent, at: Any = None) -> Event:
-        head = conn.execute(
-            sa.select(event_chain.c.seq, event_chain.c.hash).where(event_chain.c.id == 1).with_for_update()
-        ).one()
-        sealed = seal(new, seq=head.seq + 1, prev_hash=head.hash, created_at=at or self._clock.now())
-        conn.execute(
-            sa.insert(events).values(
-                seq=sealed.seq,
-                kind=sealed.kind,
-                actor=sealed.actor,
-                idea_id=sealed.idea_id,
-                task_id=sealed.task_id,
-                run_id=sealed.run_id,
-                payload=sealed.payload,
-                created_at=sealed.created_at,
-                prev_hash=sealed.prev_hash,
-                hash=sealed.hash,
-            )
+    def _run_from_values(self, row: Sequence[Any]) -> Run:
+        c = self._codec
+        values = dict(zip(runs.c.keys(), row, strict=True))
+        for name in ("id", "idea_id", "task_id"):
+            values[name] = c.uuid_out(values[name])
+        for name in ("created_at", "submitted_at", "finished_at"):
+            values[name] = c.timestamp_out(values[name])
+        return run_from_row(SimpleNamespace(**values))
+
+    def _append_event(self, conn: sa.Connection, new: NewEvent) -> Event:
+        return self._append_events(conn, [new])[0]
+
+    def _append_events(self, conn: sa.Connection, new: list[NewEvent], at: Any = None) -> list[Event]:
+        """Seal and insert events after the chain's head, which stays locked until commit."""
+        if not new:
+            return []
+        q, c = self._q, self._codec
+        cursor = _cursor(conn)
+        cursor.execute(q.lock_chain_head.sql, q.lock_chain_head.defaults)
+        seq, prev_hash = cursor.fetchone()
+        created_at = at or self._clock.now()
+        sealed: list[Event] = []
+        for event in new:
+            seq += 1
+            sealed.append(seal(event, seq=seq, prev_hash=prev_hash, created_at=created_at))
+            prev_hash = sealed[-1].hash
+        cursor.executemany(
+            q.insert_event.sql,
+            [
+                {
+                    "seq": e.seq,
+                    "kind": e.kind,
+                    "actor": e.actor,
+                    "idea_id": c.uuid(e.idea_id),
+                    "task_id": c.uuid(e.task_id),
+                    "run_id": c.uuid(e.run_id),
+                    "payload": c.json(e.payload),
+                    "created_at": c.timestamp(e.created_at),
+                    "prev_hash": e.prev_hash,
+                    "hash": e.hash,
+                }
+                for e in sealed
+            ],
         )
-        conn.execute(
-            sa.update(event_chain).where(event_chain.c.id == 1).values(seq=sealed.seq, hash=sealed.hash)
-        )
+        cursor.execute(q.move_chain_head.sql, q.move_chain_head.params({"seq": seq, "hash": prev_hash}))
         return sealed
 
 
-def _find_delivery(conn: sa.Connection, source: str, delivery_id: str) -> Mapping[str, Any] | None:
-    response: Mapping[str, Any] | None = conn.execute(
-        sa.select(deliveries.c.response).where(
-            deliveries.c.source == source, deliveries.c.delivery_id == delivery_id
+def _cursor(conn: sa.Connection) -> Any:
+    """The driver's cursor, inside the transaction SQLAlchemy began."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+class _Statements:
+    """The write path's statements, compiled once per dialect (see :mod:`facteur.store.compiled`)."""
+
+    def __init__(self, name: str) -> None:
+        dialect = dialect_for(name)
+        insert: Any = postgresql.insert if name == "postgresql" else sqlite.insert
+
+        def compiled(statement: sa.ClauseElement, columns: Sequence[str] = ()) -> Compiled:
+            return Compiled(statement, dialect, columns)
+
+        self._dialect = dialect
+        self.claim_delivery = compiled(
+            insert(deliveries).on_conflict_do_nothing().returning(deliveries.c.delivery_id),
+            ["source", "delivery_id", "received_at"],
         )
-    ).scalar()
+        self.find_delivery = compiled(
+            sa.select(deliveries.c.response).where(
+                deliveries.c.source == sa.bindparam("b_source"),
+                deliveries.c.delivery_id == sa.bindparam("b_delivery_id"),
+            )
+        )
+        self.answer_delivery = compiled(
+            sa.update(deliveries).where(
+                deliveries.c.source == sa.bindparam("b_source"),
+                deliveries.c.delivery_id == sa.bindparam("b_delivery_id"),
+            ),
+            ["response"],
+        )
+        self.insert_idea = compiled(
+            insert(ideas).on_conflict_do_nothing().returning(ideas.c.id), list(ideas.c.keys())
+        )
+        self.find_idea = compiled(
+            sa.select(ideas.c.id).where(
+                ideas.c.source == sa.bindparam("b_source"), ideas.c.source_ref == sa.bindparam("b_source_ref")
+            )
+        )
+        self.insert_task = compiled(
+            insert(tasks).on_conflict_do_nothing().returning(tasks.c.id), list(tasks.c.keys())
+        )
+        self.touch_task = compiled(
+            sa.update(tasks)
+            .where(tasks.c.idea_id == sa.bindparam("b_idea_id"), tasks.c.key == sa.bindparam("b_key"))
+            .returning(tasks.c.id),
+            ["state", "updated_at"],
+        )
+        self.insert_run = compiled(
+            sa.insert(runs),
+            [
+                "id",
+                "idea_id",
+                "task_id",
+                "stage",
+                "delivery_id",
+                "status",
+                "executor",
+                "workflow_name",
+                "namespace",
+                "event_body",
+                "raw_event",
+                "created_at",
+            ],
+        )
+        self.lock_chain_head = compiled(
+            sa.select(event_chain.c.seq, event_chain.c.hash).where(event_chain.c.id == 1).with_for_update()
+        )
+        self.insert_event = compiled(sa.insert(events), list(events.c.keys()))
+        self.move_chain_head = compiled(sa.update(event_chain).where(event_chain.c.id == 1), ["seq", "hash"])
+        self._update_run: dict[tuple[tuple[str, ...], int], Compiled] = {}
+
+    def update_run(self, columns: tuple[str, ...], expected: int) -> Compiled:
+        """``UPDATE runs SET <columns> WHERE id = :b_id [AND status IN (<expected> values)] RETURNING *``."""
+        key = (columns, expected)
+        statement = self._update_run.get(key)
+        if statement is None:
+            where = [runs.c.id == sa.bindparam("b_id")]
+            if expected:
+                where.append(runs.c.status.in_([sa.bindparam(f"b_expected_{n}") for n in range(expected)]))
+            statement = Compiled(sa.update(runs).where(*where).returning(*runs.c), self._dialect, columns)
+            self._update_run[key] = statement
+        return statement
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    if dialect not in _STATEMENTS:
+        _STATEMENTS[dialect] = _Statements(dialect)
+    return _STATEMENTS[dialect]
+
+
+def _find_delivery(conn: sa.Connection, source: str, delivery_id: str) -> Mapping[str, Any] | None:
+    statement = _statements(conn.dialect.name).find_delivery
+    cursor = _cursor(conn)
+    cursor.execute(statement.sql, {"b_source": source, "b_delivery_id": delivery_id})
+    row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    response: Mapping[str, Any] = json.loads(row[0]) if isinstance(row[0], str | bytes) else row[0]
     return response
 
 
+_GET_BY_ID: dict[str, sa.Select[Any]] = {}
+
+
 def _get_one(conn: sa.Connection, table: sa.Table, record_id: uuid.UUID, noun: str) -> Any:
-    row = conn.execute(sa.select(table).where(table.c.id == record_id)).first()
+    statement = _GET_BY_ID.get(table.name)
+    if statement is None:
+        statement = _GET_BY_ID[table.name] = sa.select(table).where(table.c.id == sa.bindparam("b_id"))
+    row = conn.execute(statement, {"b_id": record_id}).first()
     if row is None:
         raise NotFound(f"{noun} {record_id} does not exist")
     return row

@@ -459,3 +459,16 @@ async def test_local_executor_outcome_is_recorded_on_the_run(
     assert kinds[3:] == ["run.succeeded"]
     assert events[-1].payload["exit_code"] == "0"
     assert events[-1].payload["log"] == str(tmp_path / "runs" / body["workflowName"] / "run.log")
+
+
+async def test_a_restart_submits_runs_left_queued(sqlite_url: str, clock: FakeClock, ids: SequentialIds) -> None:
+    down = FlakyExecutor(failures=1000)
+    async with running_app(settings_for(sqlite_url), clock=clock, ids=ids, executor=down) as first_life:
+        body = (await first_life.client.post("/codex/tasks", content=canary(), headers=PROTOBUF)).json()
+        assert (await first_life.runtime.store.get_run(_uuid(body["runId"]))).status is RunStatus.QUEUED
+    fresh = NoneExecutor()
+    async with running_app(settings_for(sqlite_url), clock=clock, ids=ids, executor=fresh) as second_life:
+        # submitted during start-up, before any request
+        run = await second_life.runtime.store.get_run(_uuid(body["runId"]))
+    assert run.status is RunStatus.SUBMITTED
+    assert list(fresh.submitted) == [body["workflowName"]]
