@@ -37,5 +37,5 @@ def create_app(settings: Settings, *, runtime_factory: RuntimeFactory | None = N
     )
     errors.install(app)
     app.include_router(health.router)
-    app.include_router(codex_tasks.router)
+    app.router.routes.append(codex_tasks.route)
     return app

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from facteur.api.errors import error_response
 from facteur.errors import InvalidInput
 from facteur.runtime import Runtime
-
-router = APIRouter()
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -27,8 +28,7 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-@router.post("/codex/tasks", status_code=202)
-async def post_codex_task(request: Request) -> JSONResponse:
+async def post_codex_task(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     limit = runtime.settings.server.max_body_bytes
     body = await read_body(request, limit)
@@ -44,4 +44,10 @@ async def post_codex_task(request: Request) -> JSONResponse:
     if not_ready is not None:
         return error_response(503, "store unavailable", not_ready)
     answer = await runtime.intake.receive(accepted, body)
-    return JSONResponse(answer.body, status_code=202)
+    content = json.dumps(answer.body, separators=(",", ":")).encode()
+    return Response(content, status_code=202, media_type="application/json")
+
+
+#: a plain Starlette route: the endpoint reads the raw body and writes its own JSON, so FastAPI's request
+#: handling (dependency solving, response serialisation) would only add cost on the hottest path
+route = Route("/codex/tasks", post_codex_task, methods=["POST"])

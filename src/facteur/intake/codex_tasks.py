@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,7 @@ from facteur.clock import Clock, Ids
 from facteur.domain import codex_task
 from facteur.domain.events import NewEvent
 from facteur.domain.ideas import IdeaSource, github_issue_ref
-from facteur.domain.runs import RunStatus, workflow_name
+from facteur.domain.runs import Run, RunStatus, workflow_name
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import TaskState
 from facteur.orchestrator.dispatch import Dispatcher
@@ -52,6 +54,7 @@ class CodexTaskIntake:
         self._clock = clock
         self._ids = ids
         self._planning_enabled = planning_enabled
+        self._answers = RecentAnswers()
 
     def decode(self, body: bytes, content_type: str | None) -> codex_task.AcceptedTask:
         """Decode and check a posted task; raise :class:`facteur.errors.InvalidInput` naming the problem."""
@@ -71,9 +74,11 @@ class CodexTaskIntake:
             accepted.issue_number,
             accepted.delivery_id,
         )
-        stored = await self._store.find_delivery(DELIVERY_SOURCE, accepted.delivery_id)
-        if stored is not None:
-            return self._replay(accepted, stored)
+        # Replays of recent deliveries are answered from memory; any other replay (after a restart, or one
+        # accepted by another replica) is caught by the inbox claim inside the ingest transaction.
+        known = self._answers.get(accepted.delivery_id)
+        if known is not None:
+            return self._replay(accepted, known)
 
         executor = self._dispatcher.executor
         dispatch = accepted.stage is Stage.PLANNING and self._planning_enabled
@@ -84,6 +89,7 @@ class CodexTaskIntake:
         message["deliveryId"] = accepted.delivery_id
         source_ref = github_issue_ref(accepted.repository, accepted.issue_number)
         title = task.issue_title or source_ref
+        event_body = json.dumps(message, separators=(",", ":")).encode()
 
         def effects(ids: IngestIds) -> IngestEffects:
             response = {
@@ -154,16 +160,34 @@ class CodexTaskIntake:
                     executor=executor.kind if dispatch else None,
                     workflow_name=name,
                     namespace=executor.namespace if dispatch else None,
-                    event_body=json.dumps(message, separators=(",", ":")).encode(),
+                    event_body=event_body,
                     raw_event=raw,
                 ),
                 effects=effects,
             )
         )
         if result.duplicate:
+            self._answers.remember(accepted.delivery_id, result.response)
             return self._replay(accepted, result.response)
-        if dispatch:
-            await self._dispatcher.dispatch(run_id)
+        self._answers.remember(accepted.delivery_id, result.response)
+        if dispatch and result.ids is not None:
+            assert name is not None
+            run = Run(
+                id=run_id,
+                idea_id=result.ids.idea_id,
+                task_id=result.ids.task_id,
+                stage=accepted.stage,
+                delivery_id=accepted.delivery_id,
+                status=RunStatus.QUEUED,
+                executor=executor.kind,
+                workflow_name=name,
+                namespace=executor.namespace,
+                created_at=now,
+                submitted_at=None,
+                finished_at=None,
+                detail=None,
+            )
+            await self._dispatcher.submit(run, event_body, raw)
         elif accepted.stage is Stage.PLANNING:
             logger.info(
                 "codex planning dispatch disabled: repo=%s issue=%s delivery=%s",
@@ -186,6 +210,26 @@ class CodexTaskIntake:
             "codex task duplicate: delivery=%s workflow=%s", accepted.delivery_id, stored.get("workflowName")
         )
         return Answer({**stored, "duplicate": True}, duplicate=True)
+
+
+class RecentAnswers:
+    """The stored answers of the most recent deliveries, bounded: answers never change once stored."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._answers: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+
+    def get(self, delivery_id: str) -> Mapping[str, Any] | None:
+        answer = self._answers.get(delivery_id)
+        if answer is not None:
+            self._answers.move_to_end(delivery_id)
+        return answer
+
+    def remember(self, delivery_id: str, answer: Mapping[str, Any]) -> None:
+        self._answers[delivery_id] = answer
+        self._answers.move_to_end(delivery_id)
+        while len(self._answers) > self._capacity:
+            self._answers.popitem(last=False)
 
 
 def _dispatch_decision(stage: Stage, dispatch: bool) -> str:

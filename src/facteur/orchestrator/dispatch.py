@@ -53,6 +53,11 @@ class Dispatcher:
         if run.status is not RunStatus.QUEUED or run.workflow_name is None:
             return run
         event_body, raw_event = await self._store.run_payload(run_id)
+        return await self.submit(run, event_body, raw_event)
+
+    async def submit(self, run: Run, event_body: bytes, raw_event: bytes) -> Run | None:
+        """Submit a run known to be queued, with its recorded payloads (no store read)."""
+        assert run.workflow_name is not None
         message = json.loads(event_body)
         message["facteur"] = run_event(run)
         request = WorkflowRequest(

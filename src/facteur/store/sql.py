@@ -37,6 +37,7 @@ from facteur.store.compiled import Codec, Compiled, dialect_for
 from facteur.store.port import Ingest, IngestIds, IngestResult, RunUpdate
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
 from facteur.store.tables import deliveries, event_chain, events, ideas, runs, tasks
+from facteur.store.writer import BatchWriter
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class SqlStore:
     ) -> None:
         self._writer = writer
         self._reader = reader
+        #: SQLite's single writer commits in batches; PostgreSQL runs a transaction per pooled connection
+        self._batch_writer = BatchWriter(writer, _translate) if writer.dialect.name == "sqlite" else None
         self._write_pool = ThreadPoolExecutor(write_threads, thread_name_prefix="facteur-db-write")
         self._read_pool = (
             self._write_pool
@@ -141,6 +144,8 @@ class SqlStore:
 
     def dispose(self) -> None:
         """Close the worker threads and connections (the synchronous form of :meth:`close`)."""
+        if self._batch_writer is not None:
+            self._batch_writer.close()
         self._write_pool.shutdown(wait=True)
         if self._read_pool is not self._write_pool:
             self._read_pool.shutdown(wait=True)
@@ -163,6 +168,9 @@ class SqlStore:
             raise _translate(exc) from exc
 
     async def _write(self, op: Callable[..., T], *args: Any) -> T:
+        if self._batch_writer is not None:
+            result: T = await asyncio.wrap_future(self._batch_writer.submit(op, *args))
+            return result
         return await self._run(self._write_pool, self._writer, op, *args)
 
     async def _read(self, op: Callable[..., T], *args: Any) -> T:

@@ -461,7 +461,9 @@ async def test_local_executor_outcome_is_recorded_on_the_run(
     assert events[-1].payload["log"] == str(tmp_path / "runs" / body["workflowName"] / "run.log")
 
 
-async def test_a_restart_submits_runs_left_queued(sqlite_url: str, clock: FakeClock, ids: SequentialIds) -> None:
+async def test_a_restart_submits_runs_left_queued(
+    sqlite_url: str, clock: FakeClock, ids: SequentialIds
+) -> None:
     down = FlakyExecutor(failures=1000)
     async with running_app(settings_for(sqlite_url), clock=clock, ids=ids, executor=down) as first_life:
         body = (await first_life.client.post("/codex/tasks", content=canary(), headers=PROTOBUF)).json()

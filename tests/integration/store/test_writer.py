@@ -1,0 +1,85 @@
+"""Group commit on SQLite: operations share a transaction but succeed or fail alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from facteur.domain.runs import RunStatus
+from facteur.errors import NotFound, StoreError
+from facteur.store.port import RunUpdate
+from facteur.store.sql import SqlStore
+from facteur.store.writer import BatchWriter
+from tests.contract.test_store import make_ingest
+from tests.support.fakes import FakeClock
+
+
+async def test_a_failing_operation_fails_alone_within_a_batch(tmp_path: Path, clock: FakeClock) -> None:
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'f.db'}", clock=clock)
+    await asyncio.to_thread(store.migrate)
+    try:
+        good = [store.ingest(make_ingest(clock, delivery_id=f"ok-{n}")) for n in range(20)]
+        bad = [store.get_run(uuid.uuid4()), store.update_run(uuid.uuid4(), _update(), None)]
+        results = await asyncio.gather(*good, *bad, return_exceptions=True)
+        assert all(not isinstance(r, BaseException) for r in results[:20])
+        assert all(isinstance(r, NotFound) for r in results[20:])
+        assert len(await store.list_runs()) == 20
+        assert [e.seq for e in await store.list_events()] == list(range(1, 21))
+    finally:
+        await store.close()
+
+
+def _update() -> RunUpdate:
+    return RunUpdate(status=RunStatus.FAILED)
+
+
+def test_operations_in_one_batch_share_one_commit(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}", connect_args={"isolation_level": None})
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    commits: list[int] = []
+
+    @sa.event.listens_for(engine, "commit")
+    def _commit(_connection: sa.Connection) -> None:
+        commits.append(1)
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    commits.clear()
+
+    gate = threading.Event()
+
+    def blocker(_conn: sa.Connection) -> None:
+        gate.wait(10)
+
+    def insert(conn: sa.Connection, n: int) -> int:
+        conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+        return n
+
+    def broken(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")  # a duplicate key: this operation alone fails
+        raise AssertionError("not reached")
+
+    writer = BatchWriter(engine, lambda exc: StoreError(str(exc)))
+    try:
+        first = writer.submit(blocker)  # holds the writer so that the rest queue up into one batch
+        futures = [writer.submit(insert, n) for n in range(1, 6)] + [writer.submit(broken)]
+        gate.set()
+        first.result(10)
+        assert [f.result(10) for f in futures[:5]] == [1, 2, 3, 4, 5]
+        with pytest.raises(StoreError, match="UNIQUE"):
+            futures[5].result(10)
+    finally:
+        writer.close()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 5
+    assert len(commits) <= 2  # the blocker's batch, then everything queued behind it
+    engine.dispose()
