@@ -20,6 +20,7 @@ from facteur.store.port import (
     Ingest,
     IngestEffects,
     IngestIds,
+    IngestResult,
     RunDraft,
     RunUpdate,
     Store,
@@ -274,3 +275,59 @@ async def test_event_payload_round_trips(store: Store) -> None:
     assert stored == event
     assert stored.payload == payload
     assert verify_chain([stored]) is None
+
+
+async def test_concurrent_mixed_work_fails_only_where_it_should(store: Store, clock: FakeClock) -> None:
+    """Concurrent operations (committed together by the SQL stores' group commit) each get their own
+    outcome: duplicates within the same moment, shared ideas and tasks, a failing ingest and an unknown run
+    leave the others intact and the audit chain linear."""
+    first = await store.ingest(make_ingest(clock, delivery_id="seed", source_ref="acme/widgets#1"))
+    assert first.ids
+
+    def broken(_ids: IngestIds) -> IngestEffects:
+        raise RuntimeError("effects failed")
+
+    faulty = make_ingest(clock, delivery_id="faulty", source_ref="acme/widgets#9")
+    work: list[Any] = []
+    for n in range(30):
+        ref = f"acme/widgets#{n % 4}"  # #1 exists; #0, #2, #3 are new, each named by several ingests
+        work.append(store.ingest(make_ingest(clock, delivery_id=f"d-{n % 20}", source_ref=ref)))
+    work.append(store.ingest(Ingest(**{**_fields(faulty), "effects": broken})))
+    work.append(store.update_run(uuid.uuid4(), RunUpdate(status=RunStatus.FAILED), None))
+    work.append(
+        store.update_run(
+            first.ids.run_id,
+            RunUpdate(status=RunStatus.SUBMITTED, expected=(RunStatus.QUEUED,)),
+            NewEvent(kind="run.submitted", actor="test", payload={}, run_id=first.ids.run_id),
+        )
+    )
+    outcomes = await asyncio.gather(*work, return_exceptions=True)
+
+    ingests = [o for o in outcomes[:30] if isinstance(o, IngestResult)]
+    assert len(ingests) == 30, outcomes[:30]
+    originals = [o for o in ingests if not o.duplicate]
+    assert sorted(o.response["runId"] for o in originals) == sorted({o.response["runId"] for o in ingests})
+    assert len(originals) == 20  # d-0 … d-19, the second of each pair a duplicate with the same answer
+    by_ref: dict[uuid.UUID, int] = {}
+    for o in originals:
+        assert o.ids
+        by_ref[o.ids.idea_id] = by_ref.get(o.ids.idea_id, 0) + int(o.ids.idea_created)
+    assert len(by_ref) == 4
+    assert by_ref[first.ids.idea_id] == 0
+    assert sorted(by_ref.values()) == [0, 1, 1, 1]  # each new issue created exactly once
+    assert isinstance(outcomes[30], RuntimeError)
+    assert isinstance(outcomes[31], NotFound)
+    submitted = outcomes[32]
+    assert not isinstance(submitted, BaseException)
+    assert submitted is not None
+    assert submitted.status is RunStatus.SUBMITTED
+
+    assert await store.find_delivery("codex_task", "faulty") is None
+    runs = await store.list_runs(limit=1000)
+    assert len(runs) == 21
+    assert len({(r.idea_id, r.task_id) for r in runs}) == 4  # one planning task per idea
+    events = await store.list_events()
+    assert verify_chain(events) is None
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert sum(1 for e in events if e.kind == "test.ingested") == 21
+    assert sum(1 for e in events if e.kind == "run.submitted") == 1

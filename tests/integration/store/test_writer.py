@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from facteur.domain.runs import RunStatus
 from facteur.errors import NotFound, StoreError
 from facteur.store.port import RunUpdate
 from facteur.store.sql import SqlStore
-from facteur.store.writer import BatchWriter
+from facteur.store.writer import BatchWriter, SetOperation
 from tests.contract.test_store import make_ingest
 from tests.support.fakes import FakeClock
 
@@ -83,3 +84,97 @@ def test_operations_in_one_batch_share_one_commit(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 5
     assert len(commits) <= 2  # the blocker's batch, then everything queued behind it
     engine.dispose()
+
+
+def test_a_set_operation_runs_once_for_its_group_and_alone_when_it_fails(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 's.db'}", connect_args={"isolation_level": None})
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+
+    calls: list[int] = []
+
+    def one(conn: sa.Connection, n: int) -> int:
+        calls.append(1)
+        conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+        return n * 10
+
+    def many(conn: sa.Connection, items: list[tuple[int, ...]]) -> list[int]:
+        calls.append(len(items))
+        for (n,) in items:
+            conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+        return [n * 10 for (n,) in items]
+
+    inserts = SetOperation(one, many)
+    gate = threading.Event()
+    writer = BatchWriter(engine, lambda exc: StoreError(str(exc)))
+    try:
+        blocker = _hold(writer, gate)
+        futures = [writer.submit(inserts, n) for n in range(1, 6)]
+        gate.set()
+        blocker.result(10)
+        assert [f.result(10) for f in futures] == [10, 20, 30, 40, 50]
+        assert calls == [5]  # one call of the set form for the five
+
+        calls.clear()
+        gate.clear()
+        blocker = _hold(writer, gate)
+        # 3 is already stored: the set fails, then each runs alone and only 3 fails
+        futures = [writer.submit(inserts, n) for n in (6, 3, 7)]
+        gate.set()
+        blocker.result(10)
+        assert futures[0].result(10) == 60
+        with pytest.raises(StoreError, match="UNIQUE"):
+            futures[1].result(10)
+        assert futures[2].result(10) == 70
+        assert calls == [3, 1, 1, 1]
+    finally:
+        writer.close()
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.exec_driver_sql("SELECT n FROM t ORDER BY n")] == [1, 2, 3, 4, 5, 6, 7]
+    engine.dispose()
+
+
+def test_a_set_form_that_breaks_its_promise_costs_time_not_results(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    calls: list[str] = []
+
+    def one(_conn: sa.Connection, n: int) -> int:
+        calls.append("one")
+        return n
+
+    def wrong_count(_conn: sa.Connection, items: list[tuple[int, ...]]) -> list[int]:
+        calls.append("many")
+        return []  # fewer results than operations: a bug in a set form
+
+    gate = threading.Event()
+    writer = BatchWriter(engine, lambda exc: StoreError(str(exc)))
+    try:
+        blocker = _hold(writer, gate)
+        broken = SetOperation(one, wrong_count)
+        futures = [writer.submit(broken, n) for n in range(3)]
+        gate.set()
+        blocker.result(10)
+        assert [f.result(10) for f in futures] == [0, 1, 2]
+        assert calls == ["many", "one", "one", "one"]
+        assert writer.submit(lambda _conn: "still writing").result(10) == "still writing"
+    finally:
+        writer.close()
+    engine.dispose()
+
+
+def _hold(writer: BatchWriter, gate: threading.Event) -> Future[object]:
+    """Occupy the writer until ``gate`` is set, so that what is submitted meanwhile forms one batch."""
+    started = threading.Event()
+
+    def hold(_conn: sa.Connection) -> bool:
+        started.set()
+        return gate.wait(10)
+
+    future = writer.submit(hold)
+    assert started.wait(10)
+    return future

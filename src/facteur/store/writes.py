@@ -1,0 +1,435 @@
+"""The store's write transactions, in set form: each takes a list of operations and runs them with one
+statement per step for the whole list.
+
+The batch writer (:mod:`facteur.store.writer`) hands every group of concurrent ingests, or of concurrent
+run updates, to one call here; a single operation is a list of one. Each step is one ``executemany``: on
+PostgreSQL psycopg sends its statements in pipeline mode — one network round trip per step instead of one
+per row — and on SQLite it stays in C. The result is the same as running the operations one after the
+other in list order: a delivery id seen twice is a duplicate the second time, an idea or a task created by
+one operation is found by the next, and the audit chain is appended once, in order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import sqlalchemy as sa
+
+from facteur.clock import Clock
+from facteur.domain.events import Event, NewEvent, seal
+from facteur.domain.runs import Run
+from facteur.errors import NotFound, StoreError
+from facteur.store.compiled import Codec
+from facteur.store.port import Ingest, IngestIds, IngestResult, RunUpdate
+from facteur.store.rows import run_from_row
+from facteur.store.statements import statements
+from facteur.store.tables import runs
+from facteur.store.writer import BatchHooks
+
+#: where a batch collects its events (``Connection.info`` outlives the transaction: popped at its end)
+_PENDING_EVENTS = "facteur.pending_events"
+
+#: (run id, update, event) — the arguments of one ``update_run``
+RunChange = tuple[uuid.UUID, RunUpdate, NewEvent | None]
+
+
+def cursor_of(conn: sa.Connection) -> Any:
+    """The driver's cursor, inside the transaction SQLAlchemy began."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+class Writes:
+    def __init__(self, dialect: str, clock: Clock) -> None:
+        self._q = statements(dialect)
+        self._c = Codec(dialect)
+        self._postgres = dialect == "postgresql"
+        self._clock = clock
+
+    # --- one statement for many rows ------------------------------------------------------------------------
+
+    def _many(
+        self, cursor: Any, sql: str, rows: Sequence[Mapping[str, Any]], *, returning: bool
+    ) -> list[Any]:
+        """Execute ``sql`` once per row; with ``returning``, the first row each execution returned (or
+        None)."""
+        if not rows:
+            return []
+        if self._postgres:
+            cursor.executemany(sql, rows, returning=returning)
+            if not returning:
+                return []
+            found = [cursor.fetchone()]
+            while cursor.nextset():
+                found.append(cursor.fetchone())
+            return found
+        if not returning:
+            cursor.executemany(sql, rows)
+            return []
+        found = []
+        for row in rows:
+            cursor.execute(sql, row)
+            found.append(cursor.fetchone())
+        return found
+
+    # --- ingest ---------------------------------------------------------------------------------------------
+
+    def ingest(self, conn: sa.Connection, ingest: Ingest) -> IngestResult:
+        result: IngestResult = self.ingest_many(conn, [(ingest,)])[0]
+        return result
+
+    def ingest_many(self, conn: sa.Connection, items: list[tuple[Any, ...]]) -> list[IngestResult]:
+        ingests: list[Ingest] = [item[0] for item in items]
+        q, c = self._q, self._c
+        cursor = cursor_of(conn)
+
+        # 1. claim each delivery id; a later operation with the same id is a duplicate of the first
+        first_of: dict[tuple[str, str], int] = {}
+        for n, ingest in enumerate(ingests):
+            first_of.setdefault((ingest.source, ingest.delivery_id), n)
+        claimants = sorted(first_of.values())
+        claims = self._many(
+            cursor,
+            q.claim_delivery.sql,
+            [
+                {
+                    "source": ingests[n].source,
+                    "delivery_id": ingests[n].delivery_id,
+                    "received_at": c.timestamp(ingests[n].received_at),
+                }
+                for n in claimants
+            ],
+            returning=True,
+        )
+        claimed = [n for n, row in zip(claimants, claims, strict=True) if row is not None]
+        results: dict[int, IngestResult] = {}
+        for n, row in zip(claimants, claims, strict=True):
+            if row is None:  # accepted before this batch
+                response = find_delivery(conn, ingests[n].source, ingests[n].delivery_id)
+                if response is None:  # pragma: no cover - the claimant commits its response with the claim
+                    raise StoreError(f"delivery {ingests[n].delivery_id} is recorded without a response")
+                results[n] = IngestResult(None, response, duplicate=True)
+
+        if claimed:
+            idea_ids, created_by = self._ideas(cursor, [ingests[n] for n in claimed])
+            task_ids = self._tasks(cursor, [ingests[n] for n in claimed], idea_ids)
+            self._many(
+                cursor,
+                q.insert_run.sql,
+                [self._run_values(ingests[n], idea_ids[k], task_ids[k]) for k, n in enumerate(claimed)],
+                returning=False,
+            )
+            answers: list[dict[str, Any]] = []
+            timed: list[tuple[NewEvent, datetime]] = []
+            for k, n in enumerate(claimed):
+                ingest = ingests[n]
+                ids = IngestIds(
+                    idea_id=idea_ids[k],
+                    task_id=task_ids[k],
+                    run_id=ingest.run.id,
+                    idea_created=created_by.get(idea_ids[k]) == k,
+                )
+                effects = ingest.effects(ids)
+                answers.append(
+                    {
+                        "b_source": ingest.source,
+                        "b_delivery_id": ingest.delivery_id,
+                        "response": c.json(dict(effects.response)),
+                    }
+                )
+                timed.extend((event, ingest.received_at) for event in effects.events)
+                results[n] = IngestResult(ids, effects.response, duplicate=False)
+            self._many(cursor, q.answer_delivery.sql, answers, returning=False)
+            self.append_events(conn, timed)
+
+        ordered: list[IngestResult] = []
+        for n, ingest in enumerate(ingests):
+            first = first_of[(ingest.source, ingest.delivery_id)]
+            if first == n:
+                ordered.append(results[n])
+            else:
+                ordered.append(IngestResult(None, results[first].response, duplicate=True))
+        return ordered
+
+    def _ideas(self, cursor: Any, ingests: list[Ingest]) -> tuple[list[uuid.UUID], dict[uuid.UUID, int]]:
+        """The idea of each ingest (created from the first draft of each source ref when it is new), and
+        for each created idea the index of the ingest that created it."""
+        q, c = self._q, self._c
+        first: dict[tuple[str, str], int] = {}
+        for k, ingest in enumerate(ingests):
+            first.setdefault((ingest.idea.source.value, ingest.idea.source_ref), k)
+        keys = list(first)
+        inserted = self._many(
+            cursor,
+            q.insert_idea.sql,
+            [self._idea_values(ingests[first[key]]) for key in keys],
+            returning=True,
+        )
+        missing = [key for key, row in zip(keys, inserted, strict=True) if row is None]
+        found = self._many(
+            cursor,
+            q.find_idea.sql,
+            [{"b_source": source, "b_source_ref": ref} for source, ref in missing],
+            returning=True,
+        )
+        id_of: dict[tuple[str, str], uuid.UUID] = {}
+        created_by: dict[uuid.UUID, int] = {}
+        for key, row in zip(keys, inserted, strict=True):
+            if row is not None:
+                idea_id = _uuid(c.uuid_out(row[0]))
+                id_of[key] = idea_id
+                created_by[idea_id] = first[key]
+        for key, row in zip(missing, found, strict=True):
+            if row is None:  # pragma: no cover - a conflicting idea is committed before we can see it
+                raise StoreError(f"idea {key[1]} conflicts but cannot be found")
+            id_of[key] = _uuid(c.uuid_out(row[0]))
+        return [id_of[(i.idea.source.value, i.idea.source_ref)] for i in ingests], created_by
+
+    def _tasks(self, cursor: Any, ingests: list[Ingest], idea_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        """The task of each ingest: created from the first draft of each (idea, key); an existing task, or
+        one that later ingests of this list name again, takes the last one's state and time."""
+        q, c = self._q, self._c
+        first: dict[tuple[uuid.UUID, str], int] = {}
+        last: dict[tuple[uuid.UUID, str], int] = {}
+        for k, ingest in enumerate(ingests):
+            key = (idea_ids[k], ingest.task.key)
+            first.setdefault(key, k)
+            last[key] = k
+        keys = list(first)
+        inserted = self._many(
+            cursor,
+            q.insert_task.sql,
+            [self._task_values(ingests[first[key]], key[0]) for key in keys],
+            returning=True,
+        )
+        touch = [
+            key for key, row in zip(keys, inserted, strict=True) if row is None or last[key] != first[key]
+        ]
+        touched = self._many(
+            cursor,
+            q.touch_task.sql,
+            [
+                {
+                    "b_idea_id": c.uuid(key[0]),
+                    "b_key": key[1],
+                    "state": ingests[last[key]].task.state.value,
+                    "updated_at": c.timestamp(ingests[last[key]].received_at),
+                }
+                for key in touch
+            ],
+            returning=True,
+        )
+        id_of: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
+        for key, row in [*zip(keys, inserted, strict=True), *zip(touch, touched, strict=True)]:
+            if row is not None:
+                id_of[key] = _uuid(c.uuid_out(row[0]))
+        return [id_of[(idea_ids[k], ingest.task.key)] for k, ingest in enumerate(ingests)]
+
+    def _idea_values(self, ingest: Ingest) -> dict[str, Any]:
+        c, draft = self._c, ingest.idea
+        now = c.timestamp(ingest.received_at)
+        return {
+            "id": c.uuid(draft.id),
+            "source": draft.source.value,
+            "source_ref": draft.source_ref,
+            "repository": draft.repository,
+            "title": draft.title,
+            "spec": c.json(dict(draft.spec)),
+            "priority": draft.priority,
+            "state": draft.state.value,
+            "paused": c.boolean(False),
+            "initiator": draft.initiator,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    def _task_values(self, ingest: Ingest, idea_id: uuid.UUID) -> dict[str, Any]:
+        c, task = self._c, ingest.task
+        now = c.timestamp(ingest.received_at)
+        return {
+            "id": c.uuid(task.id),
+            "idea_id": c.uuid(idea_id),
+            "key": task.key,
+            "title": task.title,
+            "stage": task.stage.value,
+            "state": task.state.value,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    def _run_values(self, ingest: Ingest, idea_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
+        c, run = self._c, ingest.run
+        return {
+            "id": c.uuid(run.id),
+            "idea_id": c.uuid(idea_id),
+            "task_id": c.uuid(task_id),
+            "stage": run.stage.value,
+            "delivery_id": run.delivery_id,
+            "status": run.status.value,
+            "executor": run.executor,
+            "workflow_name": run.workflow_name,
+            "namespace": run.namespace,
+            "event_body": run.event_body,
+            "raw_event": run.raw_event,
+            "created_at": c.timestamp(ingest.received_at),
+        }
+
+    # --- run updates ----------------------------------------------------------------------------------------
+
+    def update_run(
+        self, conn: sa.Connection, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None
+    ) -> Run | None:
+        updated: Run | None = self.update_run_many(conn, [(run_id, update, event)])[0]
+        return updated
+
+    def update_run_many(self, conn: sa.Connection, items: list[tuple[Any, ...]]) -> list[Run | None]:
+        """Apply each change in order; None for a change whose run was not in an expected status. An unknown
+        run raises :class:`NotFound` (for the whole list: the batch writer then runs each change alone)."""
+        changes: list[RunChange] = [(item[0], item[1], item[2]) for item in items]
+        cursor = cursor_of(conn)
+        # consecutive changes of the same shape share one statement; shapes alternate rarely
+        rows: list[Any] = []
+        start = 0
+        while start < len(changes):
+            statement, values = self._run_update(*changes[start][:2])
+            batch = [values]
+            end = start + 1
+            while end < len(changes):
+                other, other_values = self._run_update(*changes[end][:2])
+                if other is not statement:
+                    break
+                batch.append(other_values)
+                end += 1
+            rows.extend(self._many(cursor, statement.sql, batch, returning=True))
+            start = end
+        updated: list[Run | None] = []
+        timed: list[tuple[NewEvent, datetime]] = []
+        now = self._clock.now()
+        for (run_id, _update, event), row in zip(changes, rows, strict=True):
+            if row is None:
+                if not self._run_exists(cursor, run_id):
+                    raise NotFound(f"run {run_id} does not exist")
+                updated.append(None)
+                continue
+            updated.append(self._run_from_values(row))
+            if event is not None:
+                timed.append((event, now))
+        self.append_events(conn, timed)
+        return updated
+
+    def _run_update(self, run_id: uuid.UUID, update: RunUpdate) -> tuple[Any, dict[str, Any]]:
+        c = self._c
+        values: dict[str, Any] = {"status": update.status.value}
+        for name in ("workflow_name", "namespace", "detail"):
+            value = getattr(update, name)
+            if value is not None:
+                values[name] = value
+        for name in ("submitted_at", "finished_at"):
+            value = getattr(update, name)
+            if value is not None:
+                values[name] = c.timestamp(value)
+        expected = [s.value for s in update.expected]
+        statement = self._q.update_run(tuple(sorted(values)), len(expected))
+        values["b_id"] = c.uuid(run_id)
+        values.update((f"b_expected_{n}", status) for n, status in enumerate(expected))
+        return statement, values
+
+    def _run_exists(self, cursor: Any, run_id: uuid.UUID) -> bool:
+        cursor.execute(self._q.run_exists.sql, {"b_id": self._c.uuid(run_id)})
+        return cursor.fetchone() is not None
+
+    def _run_from_values(self, row: Sequence[Any]) -> Run:
+        c = self._c
+        values = dict(zip(runs.c.keys(), row, strict=True))
+        for name in ("id", "idea_id", "task_id"):
+            values[name] = c.uuid_out(values[name])
+        for name in ("created_at", "submitted_at", "finished_at"):
+            values[name] = c.timestamp_out(values[name])
+        return run_from_row(SimpleNamespace(**values))
+
+    # --- the audit chain ------------------------------------------------------------------------------------
+
+    def append_event(self, conn: sa.Connection, new: NewEvent) -> Event:
+        return self.append_now(conn, [(new, self._clock.now())])[0]
+
+    def append_events(self, conn: sa.Connection, timed: list[tuple[NewEvent, datetime]]) -> None:
+        """Append events: at the end of the batch when one is collecting them (:class:`ChainHooks`), else
+        now."""
+        pending: list[tuple[NewEvent, datetime]] | None = conn.info.get(_PENDING_EVENTS)
+        if pending is not None:
+            pending.extend(timed)
+        else:
+            self.append_now(conn, timed)
+
+    def append_now(self, conn: sa.Connection, timed: list[tuple[NewEvent, datetime]]) -> list[Event]:
+        """Seal and insert events after the chain's head, which stays locked until commit."""
+        if not timed:
+            return []
+        q, c = self._q, self._c
+        cursor = cursor_of(conn)
+        cursor.execute(q.lock_chain_head.sql, q.lock_chain_head.defaults)
+        seq, prev_hash = cursor.fetchone()
+        sealed: list[Event] = []
+        for event, created_at in timed:
+            seq += 1
+            sealed.append(seal(event, seq=seq, prev_hash=prev_hash, created_at=created_at))
+            prev_hash = sealed[-1].hash
+        self._many(
+            cursor,
+            q.insert_event.sql,
+            [
+                {
+                    "seq": e.seq,
+                    "kind": e.kind,
+                    "actor": e.actor,
+                    "idea_id": c.uuid(e.idea_id),
+                    "task_id": c.uuid(e.task_id),
+                    "run_id": c.uuid(e.run_id),
+                    "payload": c.json(e.payload),
+                    "created_at": c.timestamp(e.created_at),
+                    "prev_hash": e.prev_hash,
+                    "hash": e.hash,
+                }
+                for e in sealed
+            ],
+            returning=False,
+        )
+        cursor.execute(q.move_chain_head.sql, q.move_chain_head.params({"seq": seq, "hash": prev_hash}))
+        return sealed
+
+
+class ChainHooks(BatchHooks):
+    """Collect the audit events of a batch's operations and append them together before the commit: one
+    lock of the chain's head, one insert and one head update per batch."""
+
+    def __init__(self, writes: Writes) -> None:
+        self._writes = writes
+
+    def begin(self, conn: sa.Connection) -> None:
+        conn.info[_PENDING_EVENTS] = []
+
+    def before_commit(self, conn: sa.Connection) -> None:
+        self._writes.append_now(conn, conn.info.pop(_PENDING_EVENTS))
+
+    def discard(self, conn: sa.Connection) -> None:
+        conn.info.pop(_PENDING_EVENTS, None)
+
+
+def find_delivery(conn: sa.Connection, source: str, delivery_id: str) -> Mapping[str, Any] | None:
+    statement = statements(conn.dialect.name).find_delivery
+    cursor = cursor_of(conn)
+    cursor.execute(statement.sql, {"b_source": source, "b_delivery_id": delivery_id})
+    row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    response: Mapping[str, Any] = Codec(conn.dialect.name).json_out(row[0])
+    return response
+
+
+def _uuid(value: uuid.UUID | None) -> uuid.UUID:
+    assert value is not None
+    return value
