@@ -13,6 +13,7 @@ from facteur.store.memory import MemoryStore
 from facteur.store.port import Store
 from facteur.store.sql import SqlStore
 from tests.support.fakes import FakeClock, SequentialIds
+from tests.support.kafka import KafkaServer, KafkaUnavailable, start_kafka
 from tests.support.postgres import TEMPLATE, PostgresServer, PostgresUnavailable, start_postgres
 from tests.support.services import unavailable
 
@@ -77,3 +78,27 @@ async def store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[KafkaServer]:
+    """One Kafka-protocol broker (noida-db) for the session; tests use their own topics and groups."""
+    try:
+        server = start_kafka()
+    except KafkaUnavailable as exc:
+        unavailable(f"the Kafka test broker (noida-db) could not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def kafka(kafka_server: KafkaServer) -> KafkaServer:
+    """The session broker, running (started again if an earlier test stopped it)."""
+    if not kafka_server.running:
+        try:
+            kafka_server.start()
+        except KafkaUnavailable as exc:
+            unavailable(f"the Kafka test broker (noida-db) could not restart: {exc}")
+    return kafka_server

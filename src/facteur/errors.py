@@ -51,3 +51,15 @@ class ExecutorError(FacteurError):
 
 class ExecutorUnavailable(ExecutorError):
     """The executor cannot be reached."""
+
+
+class BusError(FacteurError):
+    """The message bus failed."""
+
+
+class BusUnavailable(BusError):
+    """The message bus cannot be reached."""
+
+
+class CommitFailed(BusError):
+    """A consumer could not commit its offset."""

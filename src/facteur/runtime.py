@@ -11,8 +11,11 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from facteur.bus import build_broker
+from facteur.bus.codex_listener import CodexListener
+from facteur.bus.port import Broker
 from facteur.clock import Clock, Ids, RandomIds, SystemClock
-from facteur.errors import StoreUnavailable
+from facteur.errors import FacteurError, StoreUnavailable
 from facteur.executors.local import LocalExecutor
 from facteur.executors.none import NoneExecutor
 from facteur.executors.port import Executor
@@ -29,6 +32,8 @@ logger = logging.getLogger(__name__)
 MIGRATE_RETRY_SECONDS = 2.0
 #: seconds between sweeps that resubmit runs whose submission failed
 RESUBMIT_INTERVAL_SECONDS = 30.0
+#: seconds between attempts to (re)start the codex-task consumer after the bus or the store failed
+CONSUMER_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Runtime:
     executor: Executor
     dispatcher: Dispatcher
     intake: CodexTaskIntake
+    #: the bus; set when ``bus.consume_codex_tasks`` is on (or given by tests)
+    broker: Broker | None = None
     schema_revision: str | None = None
     _problem: str | None = "starting"
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -67,6 +74,39 @@ class Runtime:
         self._tasks.append(
             asyncio.create_task(self._resubmit_loop(started=self._problem is None), name="facteur-resubmit"),
         )
+        if self.settings.bus.consume_codex_tasks and self.broker is not None:
+            self._tasks.append(
+                asyncio.create_task(self._consume_codex_tasks(self.broker), name="facteur-codex-consumer")
+            )
+
+    async def _consume_codex_tasks(self, broker: Broker) -> None:
+        """Ingest ``bus.topics.codex_tasks`` like POST /codex/tasks; on a bus or store failure, start over."""
+        bus = self.settings.bus
+        await self._ready.wait()
+        while True:
+            listener = CodexListener(
+                broker,
+                topic=bus.topics.codex_tasks,
+                group=bus.codex_listener.group,
+                decode=self.intake.decode,
+                receive=self.intake.receive,
+            )
+            try:
+                await broker.start()
+                await listener.start()
+                logger.info(
+                    "codex task consumer started: topic=%s group=%s bus=%s",
+                    listener.topic,
+                    listener.group,
+                    broker.description,
+                )
+                await listener.run()
+                return
+            except FacteurError as exc:
+                logger.error("codex task consumer stopped, retrying: error=%s", exc.message)
+            finally:
+                await listener.close()
+            await asyncio.sleep(CONSUMER_RETRY_SECONDS)
 
     async def _migrate(self) -> None:
         assert isinstance(self.store, SqlStore)
@@ -112,6 +152,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.broker is not None:
+            await self.broker.close()
         await self.executor.aclose()
         await self.store.close()
 
@@ -134,6 +176,7 @@ async def build_runtime(
     ids: Ids | None = None,
     store: Store | None = None,
     executor: Executor | None = None,
+    broker: Broker | None = None,
 ) -> Runtime:
     """Wire the adapters the settings ask for (or the ones given, in tests)."""
     clock = clock or SystemClock()
@@ -147,6 +190,8 @@ async def build_runtime(
         )
     if executor is None:
         executor = await build_executor(settings, clock)
+    if broker is None and settings.bus.consume_codex_tasks:
+        broker = build_broker(settings.bus)
     dispatcher = Dispatcher(store, executor, clock)
     if isinstance(executor, LocalExecutor):
         executor.set_listener(dispatcher.on_workflow_status)
@@ -165,4 +210,5 @@ async def build_runtime(
         executor=executor,
         dispatcher=dispatcher,
         intake=intake,
+        broker=broker,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,16 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from facteur.domain.stages import Stage
 from facteur.errors import ConfigError
@@ -129,6 +139,157 @@ class LoggingSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+# --- bus -------------------------------------------------------------------------------------------------
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_BROKER = re.compile(r"^[^\s:/]+:\d{1,5}$")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class KafkaSaslSettings(_Section):
+    #: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; unset means no SASL
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> KafkaSaslSettings:
+        if self.mechanism is None:
+            if self.username or self.password is not None:
+                raise PydanticCustomError(
+                    "sasl_mechanism_missing",
+                    "bus.kafka.sasl.username/password are set but bus.kafka.sasl.mechanism is not: "
+                    "set it to PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                )
+            return self
+        missing = [
+            name
+            for name, value in (("username", self.username), ("password", self.password))
+            if not (value.get_secret_value() if isinstance(value, SecretStr) else value)
+        ]
+        if missing:
+            raise PydanticCustomError(
+                "sasl_credentials_missing",
+                "bus.kafka.sasl.{missing} required with SASL mechanism {mechanism}",
+                {"missing": " and ".join(missing), "mechanism": self.mechanism},
+            )
+        return self
+
+
+class KafkaTlsSettings(_Section):
+    enabled: bool = False
+    #: CA bundle to verify the brokers with; else the system's trust store
+    ca_file: Path | None = None
+    #: client certificate and key for mutual TLS (both or neither)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise PydanticCustomError("file_missing", "no such file")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaTlsSettings:
+        files = [name for name in ("ca_file", "cert_file", "key_file") if getattr(self, name) is not None]
+        if files and not self.enabled:
+            raise PydanticCustomError(
+                "tls_disabled",
+                "bus.kafka.tls.{files} set but bus.kafka.tls.enabled is false",
+                {"files": "/".join(files)},
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise PydanticCustomError(
+                "tls_pair", "bus.kafka.tls.cert_file and bus.kafka.tls.key_file go together: set both"
+            )
+        return self
+
+
+class KafkaSettings(_Section):
+    #: bootstrap brokers, ``host:port``; a comma-separated string is accepted too
+    brokers: list[str] = Field(default_factory=list)
+    client_id: str = Field(default="facteur", min_length=1)
+    #: producer compression; lz4, snappy and zstd need the ``cramjam`` package (``aiokafka[lz4]``)
+    compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = "gzip"
+    #: seconds a connection, publish or commit may wait for the brokers before the bus counts as unavailable
+    timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    sasl: KafkaSaslSettings = KafkaSaslSettings()
+    tls: KafkaTlsSettings = KafkaTlsSettings()
+
+    @field_validator("brokers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("brokers")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        bad = [broker for broker in value if not _BROKER.match(broker)]
+        if bad:
+            raise PydanticCustomError(
+                "broker_address", "expected host:port, not {bad}", {"bad": ", ".join(repr(b) for b in bad)}
+            )
+        return value
+
+
+class TopicSettings(_Section):
+    """Topic names; the defaults are the seeds' (ARCHITECTURE.md §5)."""
+
+    raw_webhooks: str = "github.webhook.events"
+    codex_tasks_json: str = "github.codex.tasks"
+    codex_tasks: str = "github.issues.codex.tasks"
+    codex_intent: str = "codex.intent"
+    codex_plan: str = "codex.plan"
+    codex_execution: str = "codex.execution"
+    codex_review: str = "codex.review"
+    codex_deploy: str = "codex.deploy"
+    codex_telemetry: str = "codex.telemetry"
+    discord_commands: str = "discord.commands.incoming"
+
+    @field_validator("*")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value):
+            raise PydanticCustomError(
+                "topic_name", "not a Kafka topic name (1-249 of letters, digits, '.', '_', '-')"
+            )
+        return value
+
+
+class CodexListenerSettings(_Section):
+    #: consumer group of ``facteur codex-listen`` and of the consumer in ``facteur serve``
+    group: str = Field(default="facteur-codex-listener", min_length=1)
+
+
+class BusSettings(_Section):
+    kind: Literal["memory", "kafka"] = "memory"
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    codex_listener: CodexListenerSettings = CodexListenerSettings()
+    #: ``facteur serve`` consumes ``bus.topics.codex_tasks`` and ingests each task like POST /codex/tasks
+    consume_codex_tasks: bool = False
+
+    @model_validator(mode="after")
+    def _brokers_for_kafka(self) -> BusSettings:
+        if self.kind == "kafka" and not self.kafka.brokers:
+            raise PydanticCustomError(
+                "brokers_missing",
+                "bus.kafka.brokers is empty: list the brokers (host:port) when kind is kafka",
+            )
+        return self
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -136,6 +297,7 @@ class Settings(_Section):
     executor: ExecutorSettings = ExecutorSettings()
     argo: ArgoSettings = ArgoSettings()
     logging: LoggingSettings = LoggingSettings()
+    bus: BusSettings = BusSettings()
 
     def secrets(self) -> list[str]:
         """Secret values that must never be printed or logged."""
@@ -145,6 +307,8 @@ class Settings(_Section):
         password = urlsplit(self.database.url).password
         if password:
             values.append(password)
+        if self.bus.kafka.sasl.password is not None:
+            values.append(self.bus.kafka.sasl.password.get_secret_value())
         return [value for value in values if value]
 
     def redacted(self) -> dict[str, Any]:
@@ -153,6 +317,8 @@ class Settings(_Section):
         if self.server.api_token is not None:
             data["server"]["api_token"] = MASK
         data["database"]["url"] = mask_url(self.database.url)
+        if self.bus.kafka.sasl.password is not None:
+            data["bus"]["kafka"]["sasl"]["password"] = MASK
         return data
 
 
@@ -177,6 +343,14 @@ _LEGACY_ENV: dict[str, tuple[str, ...]] = {
     "FACTEUR_CODEX_ENABLE_PLANNING_ORCHESTRATION": ("codex_dispatch", "planning_enabled"),
     "FACTEUR_ARGO_NAMESPACE": ("argo", "namespace"),
     "FACTEUR_KUBECONFIG": ("argo", "kubeconfig"),
+    # codex_listener.* of the seeds (reference §3.6, §3.9)
+    "FACTEUR_CODEX_LISTENER_BROKERS": ("bus", "kafka", "brokers"),
+    "FACTEUR_CODEX_LISTENER_TOPIC": ("bus", "topics", "codex_tasks"),
+    "FACTEUR_CODEX_LISTENER_GROUP_ID": ("bus", "codex_listener", "group"),
+    "FACTEUR_CODEX_LISTENER_SASL_MECHANISM": ("bus", "kafka", "sasl", "mechanism"),
+    "FACTEUR_CODEX_LISTENER_SASL_USERNAME": ("bus", "kafka", "sasl", "username"),
+    "FACTEUR_CODEX_LISTENER_SASL_PASSWORD": ("bus", "kafka", "sasl", "password"),
+    "FACTEUR_CODEX_LISTENER_TLS_ENABLED": ("bus", "kafka", "tls", "enabled"),
 }
 
 
@@ -202,6 +376,10 @@ def load_settings(
     if env.get("FACTEUR_DISABLE_DISPATCHER", "").strip().lower() in _TRUTHY:
         _put(data, ("executor", "kind"), "none")
         origins[("executor", "kind")] = "env FACTEUR_DISABLE_DISPATCHER"
+    if env.get("FACTEUR_CODEX_LISTENER_BROKERS", "").strip():
+        # the seeds name brokers only to use them: Kafka it is (a later bus.kind still wins)
+        _put(data, ("bus", "kind"), "kafka")
+        origins[("bus", "kind")] = "env FACTEUR_CODEX_LISTENER_BROKERS"
 
     problems: list[str] = []
     for name in sorted(env):
@@ -320,7 +498,9 @@ def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> s
     for error in exc.errors():
         path = tuple(str(part) for part in error["loc"])
         key = ".".join(path)
-        origin = next((origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), "default")
+        origin = next((origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), None)
+        if origin is None:  # a check across keys: name where those keys came from
+            origin = ", ".join(sorted({v for k, v in origins.items() if k[: len(path)] == path})) or "default"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown setting"

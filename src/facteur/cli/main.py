@@ -172,6 +172,40 @@ def stage(
     )
 
 
+@app.command("codex-listen")
+def codex_listen(
+    config: ConfigOption = None,
+    dispatch: Annotated[
+        bool,
+        typer.Option(
+            "--dispatch", help="Ingest each task like POST /codex/tasks (record it, submit planning)."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per message.")] = False,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Consumer group (overrides bus.codex_listener.group).")
+    ] = None,
+) -> None:
+    """Consume CodexTask messages from bus.topics.codex_tasks and print one line per message."""
+    import asyncio
+    import logging
+
+    from facteur.cli.codex_listen import listen
+
+    settings = settings_or_exit(config)
+    if settings.bus.kind != "kafka":
+        fail("codex-listen reads from Kafka: set bus.kind: kafka and bus.kafka.brokers", 2)
+    setup_logging(settings)
+    if settings.logging.level != "DEBUG":  # its connection errors repeat ours, once per retry
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(listen(settings, dispatch=dispatch, as_json=as_json, group=group))
+    except ConfigError as exc:
+        fail(exc.message, 2)
+    except FacteurError as exc:
+        fail(exc.message)
+
+
 @app.command()
 def version(as_json: JsonOption = False) -> None:
     """Print the version."""
