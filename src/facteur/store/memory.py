@@ -7,11 +7,15 @@ the same contract suite as the SQL adapters.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
+from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import GENESIS_HASH, Event, NewEvent, seal
 from facteur.domain.ideas import Idea
@@ -19,7 +23,15 @@ from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task, TaskState
 from facteur.errors import NotFound, StoreUnavailable
 from facteur.store.migrate import head_revision
-from facteur.store.port import Ingest, IngestIds, IngestResult, RunUpdate
+from facteur.store.port import (
+    Ingest,
+    IngestIds,
+    IngestResult,
+    OutboxBacklog,
+    OutboxEntry,
+    RunUpdate,
+    outbox_key,
+)
 
 T = TypeVar("T")
 
@@ -33,6 +45,10 @@ class MemoryStore:
         self.payloads: dict[uuid.UUID, tuple[bytes, bytes]] = {}
         self.events: list[Event] = []
         self.deliveries: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.outbox: list[_Outboxed] = []
+        self._outbox_ids = itertools.count(1)
+        self._outbox_listener: Callable[[], None] | None = None
+        self.leases: dict[str, tuple[str, datetime]] = {}
         #: set to make every operation fail as if the database were down
         self.unavailable = False
 
@@ -120,6 +136,8 @@ class MemoryStore:
         effects = ingest.effects(ids)
         # everything computed: now apply, so that a failure above leaves nothing behind
         response = json.loads(json.dumps(dict(effects.response)))
+        for message in effects.messages:
+            outbox_key(message.key)
         self.ideas[idea.id] = idea
         self.tasks[task.id] = task
         self.runs[run.id] = run
@@ -127,6 +145,7 @@ class MemoryStore:
         self.deliveries[key] = response
         for new_event in effects.events:
             self._append(new_event, now)
+        self._enqueue(effects.messages, now)
         return IngestResult(ids, response, duplicate=False)
 
     async def get_idea(self, idea_id: uuid.UUID) -> Idea:
@@ -157,7 +176,13 @@ class MemoryStore:
         self._check()
         return _found(self.payloads.get(run_id), "run", run_id)
 
-    async def update_run(self, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None) -> Run | None:
+    async def update_run(
+        self,
+        run_id: uuid.UUID,
+        update: RunUpdate,
+        event: NewEvent | None,
+        messages: Sequence[Message] = (),
+    ) -> Run | None:
         self._check()
         run = _found(self.runs.get(run_id), "run", run_id)
         if update.expected and run.status not in update.expected:
@@ -171,7 +196,56 @@ class MemoryStore:
         self.runs[run_id] = run
         if event is not None:
             self._append(event)
+        self._enqueue(messages, self._clock.now())
         return run
+
+    # --- the outbox and leases -----------------------------------------------------------------------------
+
+    def on_outbox_write(self, listener: Callable[[], None] | None) -> None:
+        self._outbox_listener = listener
+
+    def _enqueue(self, messages: Sequence[Message], at: datetime) -> None:
+        for message in messages:
+            outbox_key(message.key)  # the SQL stores' check, before anything is written
+        for message in messages:
+            self.outbox.append(_Outboxed(OutboxEntry(next(self._outbox_ids), message, at)))
+        if messages and self._outbox_listener is not None:
+            self._outbox_listener()
+
+    async def enqueue(self, messages: Sequence[Message]) -> None:
+        self._check()
+        self._enqueue(messages, self._clock.now())
+
+    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
+        self._check()
+        return [item.entry for item in self.outbox if item.published_at is None][:limit]
+
+    async def mark_published(self, entry_ids: Sequence[int], at: datetime) -> None:
+        self._check()
+        wanted = set(entry_ids)
+        for item in self.outbox:
+            if item.entry.id in wanted:
+                item.published_at = at
+
+    async def outbox_backlog(self) -> OutboxBacklog:
+        self._check()
+        pending = [item.entry for item in self.outbox if item.published_at is None]
+        return OutboxBacklog(len(pending), pending[0].created_at if pending else None)
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        self._check()
+        kept = [i for i in self.outbox if i.published_at is None or i.published_at >= published_before]
+        pruned = len(self.outbox) - len(kept)
+        self.outbox = kept
+        return pruned
+
+    async def acquire_lease(self, name: str, holder: str, *, now: datetime, until: datetime) -> bool:
+        self._check()
+        current = self.leases.get(name)
+        if current is not None and current[0] != holder and current[1] >= now:
+            return False
+        self.leases[name] = (holder, until)
+        return True
 
     async def append_event(self, event: NewEvent) -> Event:
         self._check()
@@ -200,6 +274,12 @@ class MemoryStore:
         sealed = seal(new, seq=len(self.events) + 1, prev_hash=prev_hash, created_at=at or self._clock.now())
         self.events.append(sealed)
         return sealed
+
+
+@dataclass(slots=True)
+class _Outboxed:
+    entry: OutboxEntry
+    published_at: datetime | None = None
 
 
 def _found(value: T | None, noun: str, record_id: uuid.UUID) -> T:

@@ -8,16 +8,18 @@ subclasses (:class:`facteur.errors.StoreUnavailable` when the database cannot be
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from facteur.bus.port import Message
 from facteur.domain.events import Event, NewEvent
 from facteur.domain.ideas import Idea, IdeaSource, IdeaState
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task, TaskState
+from facteur.errors import StoreError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +76,8 @@ class IngestEffects:
 
     response: Mapping[str, Any]
     events: list[NewEvent]
+    #: published through the outbox, in the same transaction
+    messages: list[Message] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +115,33 @@ class RunUpdate:
     detail: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A message waiting in the outbox (``id`` orders them: publish in that order)."""
+
+    id: int
+    message: Message
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """Messages not published yet: how many, and when the oldest was written."""
+
+    count: int
+    oldest_created_at: datetime | None
+
+
+def outbox_key(key: bytes | None) -> str | None:
+    """Keys are stored as text (ours are: ``issue-<n>-<stage>``, ``run-<id>``); others are refused."""
+    if key is None:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        raise StoreError(f"outbox message key is not UTF-8 text: {key[:40]!r}") from None
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 
@@ -144,9 +175,36 @@ class Store(Protocol):
         """The run's (event_body, raw_event)."""
         ...
 
-    async def update_run(self, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None) -> Run | None:
-        """Apply the update and append the event; None (and nothing written) when the run was not in an
-        expected status."""
+    async def update_run(
+        self,
+        run_id: uuid.UUID,
+        update: RunUpdate,
+        event: NewEvent | None,
+        messages: Sequence[Message] = (),
+    ) -> Run | None:
+        """Apply the update, append the event and put the messages in the outbox; None (and nothing
+        written) when the run was not in an expected status."""
+        ...
+
+    async def enqueue(self, messages: Sequence[Message]) -> None:
+        """Put messages in the outbox (in order), for the relay to publish."""
+        ...
+
+    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
+        """The oldest unpublished messages, in outbox order."""
+        ...
+
+    async def mark_published(self, entry_ids: Sequence[int], at: datetime) -> None: ...
+
+    async def outbox_backlog(self) -> OutboxBacklog: ...
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        """Delete messages published before the given time; returns how many."""
+        ...
+
+    async def acquire_lease(self, name: str, holder: str, *, now: datetime, until: datetime) -> bool:
+        """Take or renew the named lease for ``holder`` until ``until``; False while another holder's lease
+        has not expired at ``now``."""
         ...
 
     async def append_event(self, event: NewEvent) -> Event: ...

@@ -14,8 +14,9 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
 from sqlalchemy.engine import make_url
 
+from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import Event, NewEvent
 from facteur.domain.ideas import Idea
@@ -31,11 +33,11 @@ from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task
 from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store import migrate
-from facteur.store.port import Ingest, IngestResult, RunUpdate
+from facteur.store.port import Ingest, IngestResult, OutboxBacklog, OutboxEntry, RunUpdate
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
 from facteur.store.tables import events, ideas, runs, tasks
 from facteur.store.writer import BatchWriter, SetOperation
-from facteur.store.writes import ChainHooks, Writes, find_delivery
+from facteur.store.writes import ChainHooks, Writes, cursor_of, find_delivery, outbox_entry
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class SqlStore:
         )
         self._read_pool = ThreadPoolExecutor(read_threads, thread_name_prefix="facteur-db-read")
         self._clock = clock
+        self._outbox_listener: Callable[[], None] | None = None
         self._ingest = SetOperation(self._writes.ingest, self._writes.ingest_many)
         self._update_run = SetOperation(self._writes.update_run, self._writes.update_run_many)
 
@@ -192,7 +195,10 @@ class SqlStore:
         return await self._read(find_delivery, source, delivery_id)
 
     async def ingest(self, ingest: Ingest) -> IngestResult:
-        return await self._write(self._ingest, ingest)
+        result: IngestResult = await self._write(self._ingest, ingest)
+        if not result.duplicate:
+            self._outbox_written()
+        return result
 
     async def get_idea(self, idea_id: uuid.UUID) -> Idea:
         return idea_from_row(await self._read(_get_one, ideas, idea_id, "idea"))
@@ -218,8 +224,65 @@ class SqlStore:
         row = await self._read(_get_one, runs, run_id, "run")
         return bytes(row.event_body), bytes(row.raw_event)
 
-    async def update_run(self, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None) -> Run | None:
-        return await self._write(self._update_run, run_id, update, event)
+    async def update_run(
+        self,
+        run_id: uuid.UUID,
+        update: RunUpdate,
+        event: NewEvent | None,
+        messages: Sequence[Message] = (),
+    ) -> Run | None:
+        updated: Run | None = await self._write(self._update_run, run_id, update, event, tuple(messages))
+        if messages and updated is not None:
+            self._outbox_written()
+        return updated
+
+    # --- the outbox and leases -----------------------------------------------------------------------------
+
+    def on_outbox_write(self, listener: Callable[[], None] | None) -> None:
+        """Call ``listener`` (on the event loop) after a write that may have put messages in the outbox."""
+        self._outbox_listener = listener
+
+    def _outbox_written(self) -> None:
+        if self._outbox_listener is not None:
+            self._outbox_listener()
+
+    async def enqueue(self, messages: Sequence[Message]) -> None:
+        if messages:
+            await self._write(self._writes.enqueue_now, tuple(messages))
+            self._outbox_written()
+
+    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
+        statement, codec = self._writes.statements.pending_outbox, self._writes.codec
+
+        def read(conn: sa.Connection) -> list[OutboxEntry]:
+            cursor = cursor_of(conn)
+            cursor.execute(statement.sql, statement.params({"b_limit": limit}))
+            return [outbox_entry(row, codec) for row in cursor.fetchall()]
+
+        return await self._read(read)
+
+    async def mark_published(self, entry_ids: Sequence[int], at: datetime) -> None:
+        if entry_ids:
+            await self._write(self._writes.mark_published, tuple(entry_ids), at)
+
+    async def outbox_backlog(self) -> OutboxBacklog:
+        statement, codec = self._writes.statements.outbox_backlog, self._writes.codec
+
+        def read(conn: sa.Connection) -> OutboxBacklog:
+            cursor = cursor_of(conn)
+            cursor.execute(statement.sql, statement.defaults)
+            count, oldest = cursor.fetchone()
+            return OutboxBacklog(int(count or 0), codec.timestamp_out(oldest))
+
+        return await self._read(read)
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        pruned: int = await self._write(self._writes.prune_outbox, published_before)
+        return pruned
+
+    async def acquire_lease(self, name: str, holder: str, *, now: datetime, until: datetime) -> bool:
+        acquired: bool = await self._write(self._writes.acquire_lease, name, holder, now, until)
+        return acquired
 
     async def append_event(self, event: NewEvent) -> Event:
         return await self._write(self._writes.append_event, event)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from facteur.store.compiled import Compiled, dialect_for
-from facteur.store.tables import deliveries, event_chain, events, ideas, runs, tasks
+from facteur.store.tables import deliveries, event_chain, events, ideas, leases, outbox, runs, tasks
 
 
 class Statements:
@@ -81,6 +81,42 @@ class Statements:
         self.run_exists = compiled(sa.select(runs.c.id).where(runs.c.id == sa.bindparam("b_id")))
         self.insert_event = compiled(sa.insert(events), list(events.c.keys()))
         self.move_chain_head = compiled(sa.update(event_chain).where(event_chain.c.id == 1), ["seq", "hash"])
+        # the outbox and leases
+        self.insert_outbox = compiled(sa.insert(outbox), ["topic", "key", "headers", "payload", "created_at"])
+        self.pending_outbox = compiled(
+            sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.payload)
+            .add_columns(outbox.c.created_at)
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(sa.bindparam("b_limit"))
+        )
+        self.mark_published = compiled(
+            sa.update(outbox).where(outbox.c.id == sa.bindparam("b_id")), ["published_at"]
+        )
+        self.outbox_backlog = compiled(
+            sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+                outbox.c.published_at.is_(None)
+            )
+        )
+        self.prune_outbox = compiled(
+            sa.delete(outbox).where(
+                outbox.c.published_at.is_not(None), outbox.c.published_at < sa.bindparam("b_before")
+            )
+        )
+        self.claim_lease = compiled(
+            insert(leases).on_conflict_do_nothing().returning(leases.c.name), ["name", "holder", "expires_at"]
+        )
+        self.renew_lease = compiled(
+            sa.update(leases)
+            .where(
+                leases.c.name == sa.bindparam("b_name"),
+                sa.or_(
+                    leases.c.holder == sa.bindparam("b_holder"), leases.c.expires_at < sa.bindparam("b_now")
+                ),
+            )
+            .returning(leases.c.name),
+            ["holder", "expires_at"],
+        )
         self._update_run: dict[tuple[tuple[str, ...], int], Compiled] = {}
 
     def update_run(self, columns: tuple[str, ...], expected: int) -> Compiled:

@@ -133,3 +133,12 @@ outbox = sa.Table(
     sa.Column("published_at", UtcDateTime),
     sa.Index(None, "published_at", "id"),
 )
+
+#: named leases: who holds a singleton duty (the outbox relay, …) among replicas, and until when
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+)

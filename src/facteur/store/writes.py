@@ -11,6 +11,7 @@ one operation is found by the next, and the audit chain is appended once, in ord
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -19,12 +20,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import Event, NewEvent, seal
 from facteur.domain.runs import Run
 from facteur.errors import NotFound, StoreError
 from facteur.store.compiled import Codec
-from facteur.store.port import Ingest, IngestIds, IngestResult, RunUpdate
+from facteur.store.port import Ingest, IngestIds, IngestResult, OutboxEntry, RunUpdate, outbox_key
 from facteur.store.rows import run_from_row
 from facteur.store.statements import statements
 from facteur.store.tables import runs
@@ -33,8 +35,8 @@ from facteur.store.writer import BatchHooks
 #: where a batch collects its events (``Connection.info`` outlives the transaction: popped at its end)
 _PENDING_EVENTS = "facteur.pending_events"
 
-#: (run id, update, event) — the arguments of one ``update_run``
-RunChange = tuple[uuid.UUID, RunUpdate, NewEvent | None]
+#: (run id, update, event, messages) — the arguments of one ``update_run``
+RunChange = tuple[uuid.UUID, RunUpdate, NewEvent | None, Sequence[Message]]
 
 
 def cursor_of(conn: sa.Connection) -> Any:
@@ -44,8 +46,8 @@ def cursor_of(conn: sa.Connection) -> Any:
 
 class Writes:
     def __init__(self, dialect: str, clock: Clock) -> None:
-        self._q = statements(dialect)
-        self._c = Codec(dialect)
+        self._q = self.statements = statements(dialect)
+        self._c = self.codec = Codec(dialect)
         self._postgres = dialect == "postgresql"
         self._clock = clock
 
@@ -124,6 +126,7 @@ class Writes:
             )
             answers: list[dict[str, Any]] = []
             timed: list[tuple[NewEvent, datetime]] = []
+            outgoing: list[tuple[Message, datetime]] = []
             for k, n in enumerate(claimed):
                 ingest = ingests[n]
                 ids = IngestIds(
@@ -141,8 +144,10 @@ class Writes:
                     }
                 )
                 timed.extend((event, ingest.received_at) for event in effects.events)
+                outgoing.extend((message, ingest.received_at) for message in effects.messages)
                 results[n] = IngestResult(ids, effects.response, duplicate=False)
             self._many(cursor, q.answer_delivery.sql, answers, returning=False)
+            self.enqueue(conn, outgoing)
             self.append_events(conn, timed)
 
         ordered: list[IngestResult] = []
@@ -281,15 +286,20 @@ class Writes:
     # --- run updates ----------------------------------------------------------------------------------------
 
     def update_run(
-        self, conn: sa.Connection, run_id: uuid.UUID, update: RunUpdate, event: NewEvent | None
+        self,
+        conn: sa.Connection,
+        run_id: uuid.UUID,
+        update: RunUpdate,
+        event: NewEvent | None,
+        messages: Sequence[Message] = (),
     ) -> Run | None:
-        updated: Run | None = self.update_run_many(conn, [(run_id, update, event)])[0]
+        updated: Run | None = self.update_run_many(conn, [(run_id, update, event, messages)])[0]
         return updated
 
     def update_run_many(self, conn: sa.Connection, items: list[tuple[Any, ...]]) -> list[Run | None]:
         """Apply each change in order; None for a change whose run was not in an expected status. An unknown
         run raises :class:`NotFound` (for the whole list: the batch writer then runs each change alone)."""
-        changes: list[RunChange] = [(item[0], item[1], item[2]) for item in items]
+        changes: list[RunChange] = [(item[0], item[1], item[2], item[3]) for item in items]
         cursor = cursor_of(conn)
         # consecutive changes of the same shape share one statement; shapes alternate rarely
         rows: list[Any] = []
@@ -308,8 +318,9 @@ class Writes:
             start = end
         updated: list[Run | None] = []
         timed: list[tuple[NewEvent, datetime]] = []
+        outgoing: list[tuple[Message, datetime]] = []
         now = self._clock.now()
-        for (run_id, _update, event), row in zip(changes, rows, strict=True):
+        for (run_id, _update, event, messages), row in zip(changes, rows, strict=True):
             if row is None:
                 if not self._run_exists(cursor, run_id):
                     raise NotFound(f"run {run_id} does not exist")
@@ -318,6 +329,8 @@ class Writes:
             updated.append(self._run_from_values(row))
             if event is not None:
                 timed.append((event, now))
+            outgoing.extend((message, now) for message in messages)
+        self.enqueue(conn, outgoing)
         self.append_events(conn, timed)
         return updated
 
@@ -350,6 +363,65 @@ class Writes:
         for name in ("created_at", "submitted_at", "finished_at"):
             values[name] = c.timestamp_out(values[name])
         return run_from_row(SimpleNamespace(**values))
+
+    # --- the outbox and leases -------------------------------------------------------------------------
+
+    def enqueue(self, conn: sa.Connection, outgoing: Sequence[tuple[Message, datetime]]) -> None:
+        """Put messages in the outbox, in order, inside the caller's transaction."""
+        self._many(
+            cursor_of(conn),
+            self._q.insert_outbox.sql,
+            [self._outbox_values(message, at) for message, at in outgoing],
+            returning=False,
+        )
+
+    def enqueue_now(self, conn: sa.Connection, messages: Sequence[Message]) -> None:
+        now = self._clock.now()
+        self.enqueue(conn, [(message, now) for message in messages])
+
+    def _outbox_values(self, message: Message, at: datetime) -> dict[str, Any]:
+        c = self._c
+        return {
+            "topic": message.topic,
+            "key": outbox_key(message.key),
+            "headers": c.json([[name, base64.b64encode(value).decode()] for name, value in message.headers]),
+            "payload": message.value,
+            "created_at": c.timestamp(at),
+        }
+
+    def mark_published(self, conn: sa.Connection, entry_ids: Sequence[int], at: datetime) -> None:
+        published_at = self._c.timestamp(at)
+        self._many(
+            cursor_of(conn),
+            self._q.mark_published.sql,
+            [{"b_id": entry_id, "published_at": published_at} for entry_id in entry_ids],
+            returning=False,
+        )
+
+    def prune_outbox(self, conn: sa.Connection, published_before: datetime) -> int:
+        cursor = cursor_of(conn)
+        cursor.execute(self._q.prune_outbox.sql, {"b_before": self._c.timestamp(published_before)})
+        return int(cursor.rowcount)
+
+    def acquire_lease(
+        self, conn: sa.Connection, name: str, holder: str, now: datetime, until: datetime
+    ) -> bool:
+        q, c = self._q, self._c
+        cursor = cursor_of(conn)
+        cursor.execute(q.claim_lease.sql, {"name": name, "holder": holder, "expires_at": c.timestamp(until)})
+        if cursor.fetchone() is not None:
+            return True
+        cursor.execute(
+            q.renew_lease.sql,
+            {
+                "b_name": name,
+                "b_holder": holder,
+                "b_now": c.timestamp(now),
+                "holder": holder,
+                "expires_at": c.timestamp(until),
+            },
+        )
+        return cursor.fetchone() is not None
 
     # --- the audit chain ------------------------------------------------------------------------------------
 
@@ -428,6 +500,24 @@ def find_delivery(conn: sa.Connection, source: str, delivery_id: str) -> Mapping
         return None
     response: Mapping[str, Any] = Codec(conn.dialect.name).json_out(row[0])
     return response
+
+
+def outbox_entry(row: Sequence[Any], codec: Codec) -> OutboxEntry:
+    """An outbox row (id, topic, key, headers, payload, created_at) as an entry."""
+    entry_id, topic, key, headers, payload, created_at = row
+    pairs = codec.json_out(headers)
+    at = codec.timestamp_out(created_at)
+    assert at is not None
+    return OutboxEntry(
+        id=int(entry_id),
+        message=Message(
+            topic=topic,
+            value=bytes(payload),
+            key=key.encode() if key is not None else None,
+            headers=tuple((str(name), base64.b64decode(value)) for name, value in pairs),
+        ),
+        created_at=at,
+    )
 
 
 def _uuid(value: uuid.UUID | None) -> uuid.UUID:
