@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from facteur.bus import build_broker
 from facteur.bus.codex_listener import CodexListener
 from facteur.bus.port import Broker
+from facteur.bus.relay import OutboxRelay
 from facteur.clock import Clock, Ids, RandomIds, SystemClock
 from facteur.errors import FacteurError, StoreUnavailable
 from facteur.executors.local import LocalExecutor
@@ -45,8 +46,10 @@ class Runtime:
     executor: Executor
     dispatcher: Dispatcher
     intake: CodexTaskIntake
-    #: the bus; set when ``bus.consume_codex_tasks`` is on (or given by tests)
+    #: the bus; set when the outbox relay or ``bus.consume_codex_tasks`` is on (or given by tests)
     broker: Broker | None = None
+    #: publishes the outbox to the broker (``bus.outbox.relay_enabled``)
+    relay: OutboxRelay | None = None
     schema_revision: str | None = None
     _problem: str | None = "starting"
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -74,10 +77,17 @@ class Runtime:
         self._tasks.append(
             asyncio.create_task(self._resubmit_loop(started=self._problem is None), name="facteur-resubmit"),
         )
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(self._relay(self.relay), name="facteur-outbox-relay"))
         if self.settings.bus.consume_codex_tasks and self.broker is not None:
             self._tasks.append(
                 asyncio.create_task(self._consume_codex_tasks(self.broker), name="facteur-codex-consumer")
             )
+
+    async def _relay(self, relay: OutboxRelay) -> None:
+        await self._ready.wait()
+        logger.info("outbox relay started: bus=%s holder=%s", relay.broker_description, relay.holder)
+        await relay.run()
 
     async def _consume_codex_tasks(self, broker: Broker) -> None:
         """Ingest ``bus.topics.codex_tasks`` like POST /codex/tasks; on a bus or store failure, start over."""
@@ -190,9 +200,13 @@ async def build_runtime(
         )
     if executor is None:
         executor = await build_executor(settings, clock)
-    if broker is None and settings.bus.consume_codex_tasks:
+    if broker is None and (settings.bus.consume_codex_tasks or settings.bus.outbox.relay_enabled):
         broker = build_broker(settings.bus)
-    dispatcher = Dispatcher(store, executor, clock)
+    relay = None
+    if broker is not None and settings.bus.outbox.relay_enabled:
+        relay = OutboxRelay(store, broker, clock, settings.bus.outbox)
+        store.on_outbox_write(relay.wake)
+    dispatcher = Dispatcher(store, executor, clock, execution_topic=settings.bus.topics.codex_execution)
     if isinstance(executor, LocalExecutor):
         executor.set_listener(dispatcher.on_workflow_status)
     intake = CodexTaskIntake(
@@ -211,4 +225,5 @@ async def build_runtime(
         dispatcher=dispatcher,
         intake=intake,
         broker=broker,
+        relay=relay,
     )

@@ -272,8 +272,24 @@ class CodexListenerSettings(_Section):
     group: str = Field(default="facteur-codex-listener", min_length=1)
 
 
+class OutboxSettings(_Section):
+    #: run the relay in ``facteur serve`` (one replica at a time holds its lease and publishes)
+    relay_enabled: bool = True
+    #: messages read and published per round
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: seconds between looks for messages written by other processes (this process's wake the relay at once)
+    poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: seconds a relay's lease lasts; another replica takes over this long after the holder stopped
+    lease_seconds: float = Field(default=15.0, ge=1, le=600)
+    #: longest pause between attempts while the broker is unavailable (back-off doubles from 0.1 s)
+    max_backoff_seconds: float = Field(default=30.0, ge=0.1, le=600)
+    #: hours published messages stay in the outbox before they are pruned
+    retention_hours: float = Field(default=168.0, gt=0)
+
+
 class BusSettings(_Section):
     kind: Literal["memory", "kafka"] = "memory"
+    outbox: OutboxSettings = OutboxSettings()
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     codex_listener: CodexListenerSettings = CodexListenerSettings()

@@ -1,4 +1,4 @@
-"""The outbox and leases of the Store contract: every adapter (memory, SQLite, PostgreSQL) behaves the same."""
+"""The outbox and leases in the Store contract: every adapter (memory, SQLite, PostgreSQL) alike."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def message(n: int, *, key: str | None = "issue-7-planning", topic: str = "codex
     )
 
 
-async def test_enqueued_messages_come_back_in_order_with_keys_and_headers(store: Store, clock: FakeClock) -> None:
+async def test_enqueued_messages_come_back_in_order_with_keys_and_headers(
+    store: Store, clock: FakeClock
+) -> None:
     sent = [message(n) for n in range(5)] + [message(5, key=None), message(6, topic="codex.plan")]
     await store.enqueue(sent[:3])
     clock.advance(1)
@@ -38,7 +40,9 @@ async def test_enqueued_messages_come_back_in_order_with_keys_and_headers(store:
     assert [entry.message for entry in await store.pending_outbox(limit=2)] == sent[:2]
 
 
-async def test_published_messages_leave_the_backlog_and_are_pruned_later(store: Store, clock: FakeClock) -> None:
+async def test_published_messages_leave_the_backlog_and_are_pruned_later(
+    store: Store, clock: FakeClock
+) -> None:
     assert (await store.outbox_backlog()).count == 0
     assert (await store.outbox_backlog()).oldest_created_at is None
     first = clock.now()

@@ -13,7 +13,7 @@ from facteur.domain.ideas import IdeaSource, IdeaState
 from facteur.domain.runs import RunStatus
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import TaskState
-from facteur.errors import NotFound
+from facteur.errors import NotFound, StoreError
 from facteur.store.migrate import head_revision
 from facteur.store.port import (
     IdeaDraft,
@@ -191,6 +191,20 @@ async def test_failed_effects_leave_nothing_behind(store: Store, clock: FakeCloc
     assert not (await store.ingest(ingest)).duplicate
 
 
+async def test_a_run_delivery_id_recorded_under_another_source_is_a_store_error(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.ingest(make_ingest(clock, delivery_id="shared"))
+    clashing = Ingest(**{**_fields(make_ingest(clock, delivery_id="shared")), "source": "github"})
+    others = [make_ingest(clock, delivery_id=f"other-{n}") for n in range(3)]
+    outcomes = await asyncio.gather(
+        store.ingest(clashing), *(store.ingest(i) for i in others), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], StoreError), outcomes[0]
+    assert all(isinstance(o, IngestResult) and not o.duplicate for o in outcomes[1:])
+    assert await store.find_delivery("github", "shared") is None
+
+
 def _fields(ingest: Ingest) -> dict[str, Any]:
     return {name: getattr(ingest, name) for name in Ingest.__dataclass_fields__}
 
@@ -331,3 +345,45 @@ async def test_concurrent_mixed_work_fails_only_where_it_should(store: Store, cl
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert sum(1 for e in events if e.kind == "test.ingested") == 21
     assert sum(1 for e in events if e.kind == "run.submitted") == 1
+
+
+async def test_concurrent_work_without_failures_is_done_in_set_form(store: Store, clock: FakeClock) -> None:
+    """The same as above with nothing failing, so that the SQL stores' set forms (ingests and run updates
+    of one batch together) are what records it."""
+    seeded = [await store.ingest(make_ingest(clock, delivery_id=f"seed-{n}")) for n in range(6)]
+    work: list[Any] = [
+        store.ingest(make_ingest(clock, delivery_id=f"d-{n % 15}", source_ref=f"acme/widgets#{n % 3}"))
+        for n in range(24)
+    ]
+    for n, seed in enumerate(seeded):
+        assert seed.ids
+        run_id = seed.ids.run_id
+        expected = (RunStatus.QUEUED,) if n % 2 == 0 else (RunStatus.RUNNING,)  # odd ones do not apply
+        work.append(
+            store.update_run(
+                run_id,
+                RunUpdate(status=RunStatus.SUBMITTED, expected=expected, submitted_at=clock.now()),
+                NewEvent(kind="run.submitted", actor="test", payload={"n": n}, run_id=run_id),
+            )
+        )
+    outcomes = await asyncio.gather(*work)
+    ingests = [o for o in outcomes[:24] if isinstance(o, IngestResult)]
+    assert len(ingests) == 24
+    assert sum(1 for o in ingests if not o.duplicate) == 15
+    for n in range(24):  # a repeated delivery id answers what its first delivery answered
+        assert ingests[n].response == ingests[n % 15].response
+    originals = [o.ids for o in ingests if o.ids is not None]
+    assert len({ids.idea_id for ids in originals}) == 3  # acme/widgets#0, #1, #2: new, shared by several
+    created = [ids.idea_id for ids in originals if ids.idea_created]
+    assert sorted(map(str, created)) == sorted({str(ids.idea_id) for ids in originals})  # once per idea
+    assert len({ids.task_id for ids in originals}) == 3
+    updates = outcomes[24:]
+    assert [u is not None for u in updates] == [True, False, True, False, True, False]
+    assert all(u.status is RunStatus.SUBMITTED for u in updates if u is not None)
+    events = await store.list_events()
+    assert verify_chain(events) is None
+    assert sum(1 for e in events if e.kind == "run.submitted") == 3
+    assert sum(1 for e in events if e.kind == "test.ingested") == 6 + 15
+    runs = await store.list_runs(limit=1000)
+    assert len(runs) == 21
+    assert sorted(r.status.value for r in runs).count("submitted") == 3

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from facteur import __version__
 from facteur.errors import StoreUnavailable
@@ -40,4 +41,81 @@ async def readyz(request: Request) -> JSONResponse:
             problem = exc.message
     if problem is not None:
         return JSONResponse({"status": "unavailable", "detail": problem}, status_code=503)
-    return JSONResponse({"status": "ready", "schema": runtime.schema_revision})
+    return JSONResponse(
+        {"status": "ready", "schema": runtime.schema_revision, "outbox": await outbox_detail(runtime)}
+    )
+
+
+async def outbox_detail(runtime: Runtime) -> dict[str, Any]:
+    """The outbox's backlog and the relay's state. A broker outage does not make Facteur unready — what it
+    accepts waits in the outbox — so it shows here instead."""
+    relay = runtime.relay
+    if relay is None:
+        backlog = await runtime.store.outbox_backlog()
+        oldest = backlog.oldest_created_at
+        return {
+            "relay": "disabled",
+            "backlog": backlog.count,
+            "oldest_age_seconds": (
+                round((runtime.clock.now() - oldest).total_seconds(), 3) if oldest is not None else None
+            ),
+        }
+    await relay.refresh_backlog()
+    status = relay.status()
+    return {
+        "relay": "leading" if status.leading else "standby",
+        "bus": relay.broker_description,
+        "backlog": status.backlog,
+        "oldest_age_seconds": (
+            round(status.oldest_age_seconds, 3) if status.oldest_age_seconds is not None else None
+        ),
+        "published": status.published,
+        "failures": status.failures,
+        "problem": status.problem,
+    }
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text exposition of the outbox's figures."""
+    runtime: Runtime = request.app.state.runtime
+    lines: list[str] = []
+
+    def gauge(name: str, kind: str, text: str, value: float | None) -> None:
+        lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
+        if value is not None:
+            lines.append(f"{name} {value:g}")
+
+    try:
+        detail = await outbox_detail(runtime)
+    except StoreUnavailable:
+        detail = {}
+    gauge(
+        "facteur_outbox_backlog", "gauge", "Messages in the outbox not published yet.", detail.get("backlog")
+    )
+    gauge(
+        "facteur_outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest unpublished message (absent when none).",
+        detail.get("oldest_age_seconds"),
+    )
+    gauge(
+        "facteur_outbox_published_total",
+        "counter",
+        "Messages this process published from the outbox.",
+        detail.get("published", 0),
+    )
+    gauge(
+        "facteur_outbox_publish_failures_total",
+        "counter",
+        "Relay rounds that failed (broker or store unavailable).",
+        detail.get("failures", 0),
+    )
+    gauge(
+        "facteur_outbox_relay_leading",
+        "gauge",
+        "1 when this process holds the outbox relay's lease.",
+        1 if detail.get("relay") == "leading" else 0,
+    )
+    gauge("facteur_store_up", "gauge", "1 when the store answered this scrape.", 1 if detail else 0)
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

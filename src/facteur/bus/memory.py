@@ -18,6 +18,8 @@ from facteur.bus.port import Handler, Message, Received, StartAt
 from facteur.errors import BusUnavailable, CommitFailed
 
 DEFAULT_PARTITIONS = 3
+#: messages a partition keeps; older ones are dropped, as a Kafka topic's retention would
+DEFAULT_RETENTION = 100_000
 
 
 @dataclass
@@ -28,11 +30,16 @@ class _Group:
 
 
 class MemoryBroker:
-    def __init__(self, *, partitions: int = DEFAULT_PARTITIONS) -> None:
+    def __init__(self, *, partitions: int = DEFAULT_PARTITIONS, retention: int = DEFAULT_RETENTION) -> None:
         if partitions < 1:
             raise ValueError("a topic needs at least one partition")
+        if retention < 1:
+            raise ValueError("a partition keeps at least one message")
         self._partitions = partitions
+        self._retention = retention
         self._logs: dict[str, list[list[Received]]] = {}
+        #: offset of the first message each partition still holds
+        self._bases: dict[str, list[int]] = {}
         self._groups: dict[tuple[str, str], _Group] = {}
         self._round_robin = itertools.count()
         self._changed = asyncio.Event()
@@ -64,23 +71,35 @@ class MemoryBroker:
         return zlib.crc32(key) % self._partitions
 
     def _log(self, topic: str) -> list[list[Received]]:
-        return self._logs.setdefault(topic, [[] for _ in range(self._partitions)])
+        if topic not in self._logs:
+            self._logs[topic] = [[] for _ in range(self._partitions)]
+            self._bases[topic] = [0] * self._partitions
+        return self._logs[topic]
+
+    def _base(self, topic: str) -> list[int]:
+        self._log(topic)
+        return self._bases[topic]
 
     async def publish(self, messages: Sequence[Message]) -> None:
         self._check()
         for message in messages:
             log = self._log(message.topic)
+            base = self._base(message.topic)
             partition = self.partition_for(message.key)
             log[partition].append(
                 Received(
                     topic=message.topic,
                     partition=partition,
-                    offset=len(log[partition]),
+                    offset=base[partition] + len(log[partition]),
                     value=message.value,
                     key=message.key,
                     headers=tuple(message.headers),
                 )
             )
+            excess = len(log[partition]) - self._retention
+            if excess > 0:
+                del log[partition][:excess]
+                base[partition] += excess
         if messages:
             self._wake()
 
@@ -156,18 +175,21 @@ class MemoryConsumer:
             self._generation = group.generation
             self._positions.clear()
         log = self._broker._log(self.topic)
+        bases = self._broker._base(self.topic)
         assigned = self._assigned(group)
         for step in range(len(assigned)):  # rotate so that one busy partition does not starve the others
             partition = assigned[(self._next_partition + step) % len(assigned)]
+            base, held = bases[partition], log[partition]
             position = self._positions.get(partition)
             if position is None:
                 position = group.committed.get(partition)
                 if position is None:
-                    position = 0 if self._start_at == "earliest" else len(log[partition])
-                self._positions[partition] = position
-            if position < len(log[partition]):
+                    position = base if self._start_at == "earliest" else base + len(held)
+            position = max(position, base)  # what retention dropped is gone, as in Kafka
+            self._positions[partition] = position
+            if position < base + len(held):
                 self._next_partition = (self._next_partition + step + 1) % len(assigned)
-                return log[partition][position]
+                return held[position - base]
         return None
 
     async def run(self, handler: Handler) -> None:

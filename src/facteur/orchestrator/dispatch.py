@@ -9,11 +9,14 @@ again; the workflow name is deterministic, so a submission that did reach the ex
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import NewEvent
 from facteur.domain.runs import Run, RunStatus
@@ -37,11 +40,45 @@ def run_event(run: Run) -> dict[str, Any]:
     }
 
 
+def execution_message(
+    topic: str, run: Run, *, kind: str, status: RunStatus, at: datetime, detail: str | None = None
+) -> Message:
+    """What ``codex.execution`` carries about a run's change of status: JSON, keyed by run so that one
+    run's messages stay in order."""
+    document: dict[str, Any] = {
+        "event": kind,
+        "runId": str(run.id),
+        "ideaId": str(run.idea_id),
+        "taskId": str(run.task_id),
+        "stage": run.stage.value,
+        "status": status.value,
+        "executor": run.executor,
+        "workflowName": run.workflow_name,
+        "namespace": run.namespace,
+        "at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    if detail:
+        document["detail"] = detail
+    return Message(
+        topic=topic,
+        key=f"run-{run.id}".encode(),
+        value=json.dumps(document, separators=(",", ":")).encode(),
+        headers=(
+            ("content-type", b"application/json"),
+            ("x-facteur-event", kind.encode()),
+            ("x-codex-task-stage", run.stage.value.encode()),
+        ),
+    )
+
+
 class Dispatcher:
-    def __init__(self, store: Store, executor: Executor, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, executor: Executor, clock: Clock, *, execution_topic: str = "codex.execution"
+    ) -> None:
         self._store = store
         self._executor = executor
         self._clock = clock
+        self._execution_topic = execution_topic
 
     @property
     def executor(self) -> Executor:
@@ -119,15 +156,25 @@ class Dispatcher:
             task_id=run.task_id,
             run_id=run.id,
         )
+        now = self._clock.now()
         updated = await self._store.update_run(
             run.id,
             RunUpdate(
                 status=RunStatus.SUBMITTED,
                 expected=(RunStatus.QUEUED,),
                 namespace=ref.namespace,
-                submitted_at=self._clock.now(),
+                submitted_at=now,
             ),
             submitted,
+            [
+                execution_message(
+                    self._execution_topic,
+                    dataclasses.replace(run, namespace=ref.namespace),
+                    kind="run.submitted",
+                    status=RunStatus.SUBMITTED,
+                    at=now,
+                )
+            ],
         )
         if updated is None:
             # the executor already reported the run started (or finished): keep its status, record the fact
@@ -200,6 +247,16 @@ class Dispatcher:
                 task_id=run.task_id,
                 run_id=run.id,
             ),
+            [
+                execution_message(
+                    self._execution_topic,
+                    run,
+                    kind=kind,
+                    status=target,
+                    at=now,
+                    detail=status.message or None,
+                )
+            ],
         )
 
     async def refresh(self, run: Run) -> WorkflowStatus | None:

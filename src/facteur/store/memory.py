@@ -21,7 +21,7 @@ from facteur.domain.events import GENESIS_HASH, Event, NewEvent, seal
 from facteur.domain.ideas import Idea
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task, TaskState
-from facteur.errors import NotFound, StoreUnavailable
+from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store.migrate import head_revision
 from facteur.store.port import (
     Ingest,
@@ -76,7 +76,7 @@ class MemoryStore:
         if key in self.deliveries:
             return IngestResult(None, self.deliveries[key], duplicate=True)
         if any(run.delivery_id == ingest.run.delivery_id for run in self.runs.values()):
-            raise RuntimeError(f"run delivery_id {ingest.run.delivery_id} already recorded")
+            raise StoreError(f"database error: run delivery_id {ingest.run.delivery_id} already recorded")
         now = ingest.received_at
         draft = ingest.idea
         idea = next(

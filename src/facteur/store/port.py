@@ -186,6 +186,10 @@ class Store(Protocol):
         written) when the run was not in an expected status."""
         ...
 
+    def on_outbox_write(self, listener: Callable[[], None] | None) -> None:
+        """Call ``listener`` (on the event loop) after a write that may have put messages in the outbox."""
+        ...
+
     async def enqueue(self, messages: Sequence[Message]) -> None:
         """Put messages in the outbox (in order), for the relay to publish."""
         ...

@@ -73,6 +73,7 @@ class SqlStore:
             _translate,
             hooks=ChainHooks(self._writes),
             ping_after_idle=None if writer.dialect.name == "sqlite" else WRITER_PING_AFTER_IDLE_SECONDS,
+            closed=lambda: StoreUnavailable("the store is closed"),
         )
         self._read_pool = ThreadPoolExecutor(read_threads, thread_name_prefix="facteur-db-read")
         self._clock = clock

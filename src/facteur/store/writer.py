@@ -8,15 +8,18 @@ statement. Batching pays those once per batch, and operations that know how to r
 once per group instead of once per operation.
 
 A batch first runs optimistically: every group straight after the other, then the ``before_commit`` hook
-(the store appends the batch's audit events there, under one lock of the chain's head), then the commit.
-When anything in it fails, that transaction is rolled back and the batch runs again carefully: each
-operation in its own savepoint, so the failing one is the only one that fails. Results are delivered only
-after the commit, so nothing is answered before it is durable.
+(the store appends the batch's audit events there), then the commit. When anything before the commit
+fails, that transaction is rolled back and the batch runs again carefully: each operation in its own
+savepoint, so the failing one is the only one that fails. A batch whose connection was lost (or that lost
+a deadlock) before the commit is first tried once more on a new connection. A failing COMMIT is never
+retried — the server may have committed — and every operation of the batch gets that failure. Results are
+delivered only after the commit, so nothing is answered before it is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -53,16 +56,24 @@ _Outcome = tuple[Reply, Any, BaseException | None]
 
 
 class BatchHooks:
-    """What the store does around an optimistic batch (the careful pass runs without them)."""
+    """What the store does around a batch's operations."""
 
-    def begin(self, conn: sa.Connection) -> None:
-        """Called after the batch's transaction began."""
+    def begin(self, conn: sa.Connection, *, collect: bool) -> None:
+        """Called once the batch's transaction began; ``collect`` in the optimistic pass only."""
 
     def before_commit(self, conn: sa.Connection) -> None:
-        """Called after the batch's last operation, before the commit."""
+        """Called after the optimistic pass's last operation, before the commit."""
 
     def discard(self, conn: sa.Connection) -> None:
         """Called when the optimistic pass failed, to drop what :meth:`begin` set up."""
+
+
+class _CommitFailed(Exception):
+    """The COMMIT itself failed: the transaction may or may not be stored."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class BatchWriter:
@@ -75,6 +86,7 @@ class BatchWriter:
         name: str = "facteur-db-writer",
         hooks: BatchHooks | None = None,
         ping_after_idle: float | None = None,
+        closed: Callable[[], BaseException] = lambda: RuntimeError("the writer is closed"),
     ) -> None:
         """``ping_after_idle``: before a batch that follows more than that many idle seconds, check the
         connection (and replace it when the server dropped it): the engine's pre-ping, paid only after a
@@ -85,6 +97,10 @@ class BatchWriter:
         self._hooks = hooks or BatchHooks()
         self._ping_after_idle = ping_after_idle
         self._idle_since = time.monotonic()
+        self._closed = closed
+        self._stopped = False
+        #: the driver's exceptions (the store runs statements on the driver's cursor)
+        self._dbapi_error: type[BaseException] = engine.dialect.loaded_dbapi.Error
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -92,19 +108,35 @@ class BatchWriter:
     def submit(self, op: Operation | SetOperation, *args: Any) -> Future[Any]:
         """Queue an operation; its outcome arrives on the returned (thread) future."""
         future: Future[Any] = Future()
-        self._queue.put((future, op, args))
+        self._put((future, op, args))
         return future
 
     def submit_async(self, op: Operation | SetOperation, *args: Any) -> asyncio.Future[Any]:
         """Queue an operation from a running event loop; the outcomes of a batch reach each loop with
         one wake-up for the whole batch."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put((future, op, args))
+        self._put((future, op, args))
         return future
 
+    def _put(self, item: _Item) -> None:
+        if self._stopped:
+            raise self._closed()
+        self._queue.put(item)
+
     def close(self) -> None:
+        self._stopped = True
         self._queue.put(_STOP)
         self._thread.join()
+        # what was queued after the stop marker (a race with close) is answered, never left waiting
+        leftover: list[_Outcome] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP and _still_wanted(item[0]):
+                leftover.append((item[0], None, self._closed()))
+        _settle(leftover)
 
     def _run(self) -> None:
         stopping = False
@@ -127,18 +159,86 @@ class BatchWriter:
                 continue
             self._ping_if_idle()
             try:
-                outcomes = self._execute_optimistically(live)
-                if isinstance(outcomes, BaseException):
-                    if len(live) == 1:  # the careful pass would fail the same way
-                        outcomes = [(live[0][0], None, self._failure(outcomes))]
-                    else:
-                        outcomes = self._execute(live)
-            # a bug in the writer must not stop it: the batch's callers get the error, later batches run
-            except Exception as exc:
+                outcomes = self._write(live)
+            # a bug (or a BaseException from an operation) must not strand the batch's callers
+            except BaseException as exc:
                 logger.exception("write batch failed unexpectedly: operations=%s", len(live))
-                outcomes = [(reply, None, exc) for reply, _op, _args in live]
-            _settle(outcomes)
+                _settle([(reply, None, exc) for reply, _op, _args in live])
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+            else:
+                _settle(outcomes)
             self._idle_since = time.monotonic()
+
+    def _write(self, batch: list[_Item]) -> list[_Outcome]:
+        for attempt in (1, 2):
+            try:
+                return self._transaction(lambda conn: self._optimistic(conn, batch), collect=True)
+            except _CommitFailed as failed:
+                self._forget_connection_if_lost(failed.cause)
+                failure = self._failure(failed.cause)
+                logger.warning("write batch commit failed: operations=%s error=%s", len(batch), failure)
+                return [(reply, None, failure) for reply, _op, _args in batch]
+            # whatever failed is found by the careful pass, which gives each operation its own outcome
+            except Exception as exc:  # noqa: BLE001
+                lost = self._forget_connection_if_lost(exc)
+                logger.debug("optimistic write batch failed: operations=%s error=%s", len(batch), exc)
+                if lost and attempt == 1:
+                    continue  # nothing was stored: try once more on a new connection
+                if len(batch) == 1:  # the careful pass would fail the same way
+                    return [(batch[0][0], None, self._failure(exc))]
+                return self._careful(batch)
+        raise AssertionError("not reached")  # pragma: no cover
+
+    def _transaction(
+        self, body: Callable[[sa.Connection], list[_Outcome]], *, collect: bool
+    ) -> list[_Outcome]:
+        """Run ``body`` in a transaction; a failing COMMIT raises :class:`_CommitFailed`."""
+        with self._engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                self._hooks.begin(conn, collect=collect)
+                outcomes = body(conn)
+            except BaseException:
+                if collect:
+                    self._hooks.discard(conn)
+                with contextlib.suppress(sa_exc.SQLAlchemyError, self._dbapi_error):
+                    transaction.rollback()
+                raise
+            try:
+                transaction.commit()
+            except (sa_exc.SQLAlchemyError, self._dbapi_error) as exc:
+                raise _CommitFailed(exc) from exc
+            return outcomes
+
+    def _as_sqlalchemy(self, exc: BaseException) -> BaseException:
+        """The driver's own exceptions as SQLAlchemy's, so that the store translates both alike."""
+        if isinstance(exc, self._dbapi_error) and not isinstance(exc, sa_exc.SQLAlchemyError):
+            try:
+                lost = bool(self._engine.dialect.is_disconnect(exc, None, None))  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - a dialect that needs the connection to tell
+                lost = False
+            wrapped: BaseException = sa_exc.DBAPIError.instance(
+                None,
+                None,
+                exc,
+                self._dbapi_error,  # type: ignore[arg-type]
+                connection_invalidated=lost,
+            )
+            return wrapped
+        return exc
+
+    def _forget_connection_if_lost(self, exc: BaseException) -> bool:
+        """After a connection-level failure (or a deadlock), drop the pooled connection so that the next
+        transaction opens a new one — the driver does not always report a lost connection in a way the pool
+        recognises; True when that happened."""
+        exc = self._as_sqlalchemy(exc)
+        if isinstance(exc, sa_exc.DBAPIError) and (
+            exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        ):
+            self._engine.dispose()
+            return True
+        return False
 
     def _ping_if_idle(self) -> None:
         if self._ping_after_idle is None or time.monotonic() - self._idle_since < self._ping_after_idle:
@@ -151,51 +251,43 @@ class BatchWriter:
             # server is really down the batch itself fails and says so
             logger.debug("writer connection check failed: %s", exc)
 
-    def _execute_optimistically(self, batch: list[_Item]) -> list[_Outcome] | Exception:
-        """Run the batch without savepoints; the failure (and nothing stored) when anything in it failed."""
+    def _optimistic(self, conn: sa.Connection, batch: list[_Item]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
-        try:
-            with self._engine.begin() as conn:
-                self._hooks.begin(conn)
-                try:
-                    for group in _groups(batch):
-                        op = group[0][1]
-                        if isinstance(op, SetOperation) and len(group) > 1:
-                            results = op.many(conn, [args for _future, _op, args in group])
-                            outcomes.extend(
-                                (reply, result, None)
-                                for (reply, _op, _args), result in zip(group, results, strict=True)
-                            )
-                        else:
-                            for reply, op, args in group:
-                                one = op.one if isinstance(op, SetOperation) else op
-                                outcomes.append((reply, one(conn, *args), None))
-                    self._hooks.before_commit(conn)
-                except BaseException:
-                    self._hooks.discard(conn)
-                    raise
-        # whatever failed is found by the careful pass, which gives each operation its own outcome
-        except Exception as exc:  # noqa: BLE001
-            logger.debug("optimistic write batch failed: operations=%s error=%s", len(batch), exc)
-            return exc
+        for group in _groups(batch):
+            op = group[0][1]
+            if isinstance(op, SetOperation) and len(group) > 1:
+                results = op.many(conn, [args for _reply, _op, args in group])
+                outcomes.extend(
+                    (reply, result, None) for (reply, _op, _args), result in zip(group, results, strict=True)
+                )
+            else:
+                for reply, op, args in group:
+                    one = op.one if isinstance(op, SetOperation) else op
+                    outcomes.append((reply, one(conn, *args), None))
+        self._hooks.before_commit(conn)
         return outcomes
 
     def _failure(self, exc: BaseException) -> BaseException:
+        exc = self._as_sqlalchemy(exc)
         return self._translate(exc) if isinstance(exc, sa_exc.SQLAlchemyError) else exc
 
-    def _execute(self, batch: list[_Item]) -> list[_Outcome]:
-        """The careful pass: each operation alone in its own savepoint, all in one transaction."""
-        outcomes: list[_Outcome] = []
+    def _careful(self, batch: list[_Item]) -> list[_Outcome]:
+        """Each operation alone in its own savepoint, all in one transaction."""
+
+        def body(conn: sa.Connection) -> list[_Outcome]:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            return [self._run_alone(cursor, conn, item) for item in batch]
+
         try:
-            with self._engine.begin() as conn:
-                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                outcomes.extend(self._run_alone(cursor, conn, item) for item in batch)
-        except sa_exc.SQLAlchemyError as exc:
-            # the batch's BEGIN, a savepoint or the COMMIT failed: nothing of it is stored
-            failure = self._translate(exc)
-            logger.warning("write batch failed: operations=%s error=%s", len(batch), failure)
-            return [(reply, None, failure) for reply, _op, _args in batch]
-        return outcomes
+            return self._transaction(body, collect=False)
+        except _CommitFailed as failed:
+            problem: BaseException = failed.cause
+        except (sa_exc.SQLAlchemyError, self._dbapi_error) as exc:
+            problem = exc  # the BEGIN or a savepoint failed: nothing of the batch is stored
+        self._forget_connection_if_lost(problem)
+        failure = self._failure(problem)
+        logger.warning("write batch failed: operations=%s error=%s", len(batch), failure)
+        return [(reply, None, failure) for reply, _op, _args in batch]
 
     def _run_alone(self, cursor: Any, conn: sa.Connection, item: _Item) -> _Outcome:
         future, op, args = item

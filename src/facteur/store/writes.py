@@ -437,6 +437,12 @@ class Writes:
         else:
             self.append_now(conn, timed)
 
+    def lock_chain(self, conn: sa.Connection) -> None:
+        """Lock the chain's head until the transaction ends (PostgreSQL; SQLite's writer lock is global)."""
+        if self._postgres:
+            q = self._q
+            cursor_of(conn).execute(q.lock_chain_head.sql, q.lock_chain_head.defaults)
+
     def append_now(self, conn: sa.Connection, timed: list[tuple[NewEvent, datetime]]) -> list[Event]:
         """Seal and insert events after the chain's head, which stays locked until commit."""
         if not timed:
@@ -475,14 +481,21 @@ class Writes:
 
 
 class ChainHooks(BatchHooks):
-    """Collect the audit events of a batch's operations and append them together before the commit: one
-    lock of the chain's head, one insert and one head update per batch."""
+    """Lock the audit chain's head first in every batch, and collect the optimistic pass's events to append
+    them together before the commit (one insert and one head update per batch).
+
+    Taking the head's lock before anything else orders every writer of the database, in any process, on
+    that one lock: a batch never holds a row another batch waits for while it waits for the head, so
+    batches cannot deadlock each other.
+    """
 
     def __init__(self, writes: Writes) -> None:
         self._writes = writes
 
-    def begin(self, conn: sa.Connection) -> None:
-        conn.info[_PENDING_EVENTS] = []
+    def begin(self, conn: sa.Connection, *, collect: bool) -> None:
+        self._writes.lock_chain(conn)
+        if collect:
+            conn.info[_PENDING_EVENTS] = []
 
     def before_commit(self, conn: sa.Connection) -> None:
         self._writes.append_now(conn, conn.info.pop(_PENDING_EVENTS))

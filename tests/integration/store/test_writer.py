@@ -7,9 +7,11 @@ import threading
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from facteur.domain.runs import RunStatus
 from facteur.errors import NotFound, StoreError
@@ -178,3 +180,73 @@ def _hold(writer: BatchWriter, gate: threading.Event) -> Future[object]:
     future = writer.submit(hold)
     assert started.wait(10)
     return future
+
+
+def test_a_failing_commit_fails_the_batch_once_and_is_never_run_again(tmp_path: Path) -> None:
+    """The server may have committed: running the batch again could apply it twice."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}", connect_args={"isolation_level": None})
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    real_commit = engine.dialect.do_commit
+    commits: list[int] = []
+
+    def commit_then_fail(dbapi_connection: Any) -> None:
+        real_commit(dbapi_connection)
+        commits.append(1)
+        if len(commits) == 2:
+            raise sa_exc.OperationalError("COMMIT", {}, Exception("connection lost during commit"))
+
+    engine.dialect.do_commit = commit_then_fail  # type: ignore[method-assign]
+
+    def insert(conn: sa.Connection, n: int) -> int:
+        conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+        return n
+
+    gate = threading.Event()
+    writer = BatchWriter(engine, lambda exc: StoreError(str(exc)))
+    try:
+        blocker = _hold(writer, gate)
+        futures = [writer.submit(insert, n) for n in range(1, 4)]
+        gate.set()
+        blocker.result(10)
+        for future in futures:
+            with pytest.raises(StoreError, match="connection lost during commit"):
+                future.result(10)
+        assert writer.submit(insert, 10).result(10) == 10
+    finally:
+        writer.close()
+    assert len(commits) == 3  # the blocker's batch, the failed batch (run once), the last insert
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.exec_driver_sql("SELECT n FROM t ORDER BY n")] == [1, 2, 3, 10]
+    engine.dispose()
+
+
+def test_a_closed_writer_refuses_work_instead_of_leaving_it_waiting(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'z.db'}")
+    writer = BatchWriter(engine, lambda exc: StoreError(str(exc)), closed=lambda: StoreError("closed"))
+    assert writer.submit(lambda _conn: 1).result(10) == 1
+    writer.close()
+    with pytest.raises(StoreError, match="closed"):
+        writer.submit(lambda _conn: 2)
+    engine.dispose()
+
+
+def test_an_operation_raising_a_base_exception_does_not_stop_the_writer(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'k.db'}")
+
+    def cancelled(_conn: sa.Connection) -> None:
+        raise asyncio.CancelledError
+
+    writer = BatchWriter(engine, lambda exc: StoreError(str(exc)))
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            writer.submit(cancelled).result(10)
+        assert writer.submit(lambda _conn: "alive").result(10) == "alive"
+    finally:
+        writer.close()
+    engine.dispose()

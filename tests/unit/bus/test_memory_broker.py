@@ -86,3 +86,20 @@ async def test_an_outage_fails_publish_and_join() -> None:
     broker.outage(None)
     await broker.publish([Message("t", b"x")])
     assert [r.value for r in broker.records("t")] == [b"x"]
+
+
+async def test_a_partition_keeps_only_its_retention_and_consumers_skip_what_was_dropped() -> None:
+    broker = MemoryBroker(partitions=1, retention=3)
+    await broker.publish([Message(topic="t", value=str(n).encode()) for n in range(5)])
+    assert [(r.offset, r.value) for r in broker.records("t")] == [(2, b"2"), (3, b"3"), (4, b"4")]
+    consumer = broker.consumer("t", "g")
+    seen: list[int] = []
+
+    async def handle(record: Received) -> None:
+        seen.append(record.offset)
+        if len(seen) == 3:
+            await consumer.stop()
+
+    await consumer.run(handle)
+    assert seen == [2, 3, 4]
+    assert broker.committed("t", "g") == {0: 5}
