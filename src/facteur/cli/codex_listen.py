@@ -11,10 +11,9 @@ import typer
 
 from facteur.bus import build_broker
 from facteur.bus.codex_listener import CodexListener, DeadLetter, TaskSeen
-from facteur.executors.none import NoneExecutor
-from facteur.runtime import Runtime, build_runtime
+from facteur.intake.codex_tasks import decode_task
+from facteur.runtime import build_runtime
 from facteur.settings import Settings
-from facteur.store.memory import MemoryStore
 
 #: seconds a handler in progress may take to finish after a stop signal
 STOP_GRACE_SECONDS = 10.0
@@ -26,15 +25,8 @@ async def listen(settings: Settings, *, dispatch: bool, as_json: bool, group: st
     settings = settings.model_copy(
         update={"bus": settings.bus.model_copy(update={"consume_codex_tasks": False})}
     )
-    if dispatch:
-        runtime = await build_runtime(settings)
-    else:  # decode and check exactly as POST /codex/tasks does, with nothing behind it
-        from facteur.clock import SystemClock
-
-        clock = SystemClock()
-        runtime = await build_runtime(
-            settings, clock=clock, store=MemoryStore(clock), executor=NoneExecutor()
-        )
+    # with --dispatch, the whole runtime ingests what it reads; without, tasks are only decoded and checked
+    runtime = await build_runtime(settings) if dispatch else None
 
     def on_task(seen: TaskSeen) -> None:
         typer.echo(json.dumps(seen.document()) if as_json else seen.line())
@@ -47,13 +39,13 @@ async def listen(settings: Settings, *, dispatch: bool, as_json: bool, group: st
         broker,
         topic=settings.bus.topics.codex_tasks,
         group=group or settings.bus.codex_listener.group,
-        decode=runtime.intake.decode,
-        receive=runtime.intake.receive if dispatch else None,
+        decode=decode_task,
+        receive=runtime.intake.receive if runtime is not None else None,
         on_task=on_task,
         on_dead_letter=on_dead_letter,
     )
     try:
-        if dispatch:
+        if runtime is not None:
             await runtime.start()
         await broker.start()
         await listener.start()
@@ -61,7 +53,8 @@ async def listen(settings: Settings, *, dispatch: bool, as_json: bool, group: st
     finally:
         await listener.close()
         await broker.close()
-        await _close(runtime, started=dispatch)
+        if runtime is not None:
+            await runtime.close()
 
 
 async def _run_until_signal(listener: CodexListener) -> None:
@@ -86,10 +79,3 @@ async def _run_until_signal(listener: CodexListener) -> None:
         stopping.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-async def _close(runtime: Runtime, *, started: bool) -> None:
-    if started:
-        await runtime.close()
-    else:
-        await runtime.store.close()

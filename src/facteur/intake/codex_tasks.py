@@ -39,6 +39,16 @@ class Answer:
     duplicate: bool
 
 
+def decode_task(body: bytes, content_type: str | None) -> codex_task.AcceptedTask:
+    """Decode and check a posted task; raise :class:`facteur.errors.InvalidInput` naming the problem."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        task = codex_task.decode_json(body)
+    else:
+        task = codex_task.decode_binary(body)
+    return codex_task.accept(task)
+
+
 class CodexTaskIntake:
     def __init__(
         self,
@@ -57,13 +67,7 @@ class CodexTaskIntake:
         self._answers = RecentAnswers()
 
     def decode(self, body: bytes, content_type: str | None) -> codex_task.AcceptedTask:
-        """Decode and check a posted task; raise :class:`facteur.errors.InvalidInput` naming the problem."""
-        media_type = (content_type or "").split(";")[0].strip().lower()
-        if media_type == "application/json" or media_type.endswith("+json"):
-            task = codex_task.decode_json(body)
-        else:
-            task = codex_task.decode_binary(body)
-        return codex_task.accept(task)
+        return decode_task(body, content_type)
 
     async def receive(self, accepted: codex_task.AcceptedTask, raw: bytes) -> Answer:
         task = accepted.task
