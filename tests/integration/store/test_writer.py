@@ -42,21 +42,12 @@ def _update() -> RunUpdate:
 
 
 def test_operations_in_one_batch_share_one_commit(tmp_path: Path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}", connect_args={"isolation_level": None})
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    engine = _table_t(tmp_path / "w.db")
     commits: list[int] = []
 
     @sa.event.listens_for(engine, "commit")
     def _commit(_connection: sa.Connection) -> None:
         commits.append(1)
-
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-    commits.clear()
 
     gate = threading.Event()
 
@@ -89,14 +80,7 @@ def test_operations_in_one_batch_share_one_commit(tmp_path: Path) -> None:
 
 
 def test_a_set_operation_runs_once_for_its_group_and_alone_when_it_fails(tmp_path: Path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 's.db'}", connect_args={"isolation_level": None})
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    engine = _table_t(tmp_path / "s.db")
 
     calls: list[int] = []
 
@@ -184,14 +168,8 @@ def _hold(writer: BatchWriter, gate: threading.Event) -> Future[object]:
 
 def test_a_failing_commit_fails_the_batch_once_and_is_never_run_again(tmp_path: Path) -> None:
     """The server may have committed: running the batch again could apply it twice."""
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}", connect_args={"isolation_level": None})
+    engine = _table_t(tmp_path / "c.db")
 
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
     real_commit = engine.dialect.do_commit
     commits: list[int] = []
 
@@ -250,3 +228,16 @@ def test_an_operation_raising_a_base_exception_does_not_stop_the_writer(tmp_path
     finally:
         writer.close()
     engine.dispose()
+
+
+def _table_t(path: Path) -> sa.Engine:
+    """A SQLite engine that begins as the store's writer does, over a database with one table ``t(n)``."""
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"isolation_level": None})
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    return engine
