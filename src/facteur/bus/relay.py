@@ -78,6 +78,7 @@ class OutboxRelay:
         self._problem: str | None = None
         self._backlog: OutboxBacklog | None = None
         self._pruned_at: datetime | None = None
+        self._counted_at: datetime | None = None
 
     @property
     def broker_description(self) -> str:
@@ -107,6 +108,16 @@ class OutboxRelay:
         self._backlog = await self._store.outbox_backlog()
         return self._backlog
 
+    async def _refresh_backlog_if_due(self) -> None:
+        """Count the backlog at most once per poll interval (a count costs as much as a small round)."""
+        now = self._clock.now()
+        if (
+            self._counted_at is None
+            or (now - self._counted_at).total_seconds() >= self._settings.poll_seconds
+        ):
+            self._counted_at = now
+            await self.refresh_backlog()
+
     def _leading(self) -> bool:
         return self._lease_until is not None and self._clock.now() < self._lease_until
 
@@ -119,7 +130,7 @@ class OutboxRelay:
                 published = await self.relay_once()
                 if published < self._settings.batch_size:  # else more are waiting: go on at once
                     await self.prune_if_due()
-                    await self.refresh_backlog()
+                    await self._refresh_backlog_if_due()
             except (BusUnavailable, StoreError) as exc:
                 self._failures += 1
                 backoff = min(self._settings.max_backoff_seconds, max(FIRST_BACKOFF_SECONDS, backoff * 2))

@@ -80,6 +80,7 @@ class SqlStore:
         self._outbox_listener: Callable[[], None] | None = None
         self._ingest = SetOperation(self._writes.ingest, self._writes.ingest_many)
         self._update_run = SetOperation(self._writes.update_run, self._writes.update_run_many)
+        self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
 
     # --- construction --------------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ class SqlStore:
 
     async def enqueue(self, messages: Sequence[Message]) -> None:
         if messages:
-            await self._write(self._writes.enqueue_now, tuple(messages))
+            await self._write(self._enqueue, tuple(messages))
             self._outbox_written()
 
     async def pending_outbox(self, limit: int) -> list[OutboxEntry]:

@@ -93,6 +93,10 @@ class Statements:
         self.mark_published = compiled(
             sa.update(outbox).where(outbox.c.id == sa.bindparam("b_id")), ["published_at"]
         )
+        #: PostgreSQL: all of a batch in one statement (``id = ANY(array)``)
+        self.mark_many_published = compiled(
+            sa.update(outbox).where(outbox.c.id == sa.func.any(sa.bindparam("b_ids"))), ["published_at"]
+        )
         self.outbox_backlog = compiled(
             sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
                 outbox.c.published_at.is_(None)

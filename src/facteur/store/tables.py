@@ -133,6 +133,13 @@ outbox = sa.Table(
     sa.Column("published_at", UtcDateTime),
     sa.Index(None, "published_at", "id"),
 )
+#: what the relay reads: unpublished messages in order, without walking the published ones
+sa.Index(
+    "ix_outbox_pending",
+    outbox.c.id,
+    postgresql_where=outbox.c.published_at.is_(None),
+    sqlite_where=outbox.c.published_at.is_(None),
+)
 
 #: named leases: who holds a singleton duty (the outbox relay, …) among replicas, and until when
 leases = sa.Table(

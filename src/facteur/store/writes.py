@@ -376,8 +376,13 @@ class Writes:
         )
 
     def enqueue_now(self, conn: sa.Connection, messages: Sequence[Message]) -> None:
+        self.enqueue_many(conn, [(messages,)])
+
+    def enqueue_many(self, conn: sa.Connection, items: list[tuple[Any, ...]]) -> list[None]:
+        """The set form of :meth:`enqueue_now`: every batch's messages, in order, in one statement."""
         now = self._clock.now()
-        self.enqueue(conn, [(message, now) for message in messages])
+        self.enqueue(conn, [(message, now) for item in items for message in item[0]])
+        return [None] * len(items)
 
     def _outbox_values(self, message: Message, at: datetime) -> dict[str, Any]:
         c = self._c
@@ -391,6 +396,10 @@ class Writes:
 
     def mark_published(self, conn: sa.Connection, entry_ids: Sequence[int], at: datetime) -> None:
         published_at = self._c.timestamp(at)
+        if self._postgres:  # one statement, one round trip
+            statement = self._q.mark_many_published
+            cursor_of(conn).execute(statement.sql, {"b_ids": list(entry_ids), "published_at": published_at})
+            return
         self._many(
             cursor_of(conn),
             self._q.mark_published.sql,

@@ -59,7 +59,8 @@ async def test_messages_are_published_in_order_per_key_and_marked(clock: FakeClo
         await store.enqueue(sent[:70])
         await store.enqueue(sent[70:])
         await until(lambda: len(broker.records("codex.execution")) == 120)
-        await until(lambda: relay.status().backlog == 0)
+        await until(lambda: not store.outbox or all(i.published_at for i in store.outbox))
+        assert (await relay.refresh_backlog()).count == 0
     expected: dict[bytes | None, list[bytes]] = {}
     for m in sent:
         expected.setdefault(m.key, []).append(m.value)
