@@ -67,20 +67,21 @@ class SqlStore:
         self._writer = writer
         self._reader = reader
         self._writes = Writes(writer.dialect.name, clock)
+        self._ingest = SetOperation(self._writes.ingest, self._writes.ingest_many)
+        self._update_run = SetOperation(self._writes.update_run, self._writes.update_run_many)
+        self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
+        self._append_event = self._writes.append_event
         #: every write goes through one writer thread that commits in batches (group commit)
         self._batch_writer = BatchWriter(
             writer,
             _translate,
-            hooks=ChainHooks(self._writes),
+            hooks=ChainHooks(self._writes, [self._ingest, self._update_run, self._append_event]),
             ping_after_idle=None if writer.dialect.name == "sqlite" else WRITER_PING_AFTER_IDLE_SECONDS,
             closed=lambda: StoreUnavailable("the store is closed"),
         )
         self._read_pool = ThreadPoolExecutor(read_threads, thread_name_prefix="facteur-db-read")
         self._clock = clock
         self._outbox_listener: Callable[[], None] | None = None
-        self._ingest = SetOperation(self._writes.ingest, self._writes.ingest_many)
-        self._update_run = SetOperation(self._writes.update_run, self._writes.update_run_many)
-        self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
 
     # --- construction --------------------------------------------------------------------------------------
 
@@ -90,7 +91,7 @@ class SqlStore:
         if make_url(sa_url).get_backend_name() == "sqlite":
             return cls._open_sqlite(sa_url, clock=clock, timeout=timeout)
 
-        def engine(size: int, *, pre_ping: bool) -> sa.Engine:
+        def engine(size: int, *, pre_ping: bool, **options: Any) -> sa.Engine:
             return sa.create_engine(
                 sa_url,
                 pool_size=size,
@@ -98,13 +99,15 @@ class SqlStore:
                 pool_pre_ping=pre_ping,
                 pool_timeout=timeout,
                 connect_args={"connect_timeout": max(1, int(timeout))},
+                **options,
             )
 
         # the batch writer has a connection of its own, checked after idle pauses rather than per batch
         readers = max(1, pool_size - 1)
         return cls(
             writer=engine(1, pre_ping=False),
-            reader=engine(readers, pre_ping=True),
+            # reads are single statements: autocommit spares each a BEGIN and a COMMIT round trip
+            reader=engine(readers, pre_ping=True, isolation_level="AUTOCOMMIT"),
             read_threads=readers,
             clock=clock,
         )
@@ -287,7 +290,7 @@ class SqlStore:
         return acquired
 
     async def append_event(self, event: NewEvent) -> Event:
-        return await self._write(self._writes.append_event, event)
+        return await self._write(self._append_event, event)
 
     async def list_events(
         self,

@@ -58,8 +58,9 @@ _Outcome = tuple[Reply, Any, BaseException | None]
 class BatchHooks:
     """What the store does around a batch's operations."""
 
-    def begin(self, conn: sa.Connection, *, collect: bool) -> None:
-        """Called once the batch's transaction began; ``collect`` in the optimistic pass only."""
+    def begin(self, conn: sa.Connection, ops: Sequence[Operation | SetOperation], *, collect: bool) -> None:
+        """Called once the batch's transaction began, with the batch's operations; ``collect`` in the
+        optimistic pass only."""
 
     def before_commit(self, conn: sa.Connection) -> None:
         """Called after the optimistic pass's last operation, before the commit."""
@@ -173,7 +174,9 @@ class BatchWriter:
     def _write(self, batch: list[_Item]) -> list[_Outcome]:
         for attempt in (1, 2):
             try:
-                return self._transaction(lambda conn: self._optimistic(conn, batch), collect=True)
+                return self._transaction(
+                    lambda conn: self._optimistic(conn, batch), batch=batch, collect=True
+                )
             except _CommitFailed as failed:
                 self._forget_connection_if_lost(failed.cause)
                 failure = self._failure(failed.cause)
@@ -191,13 +194,13 @@ class BatchWriter:
         raise AssertionError("not reached")  # pragma: no cover
 
     def _transaction(
-        self, body: Callable[[sa.Connection], list[_Outcome]], *, collect: bool
+        self, body: Callable[[sa.Connection], list[_Outcome]], *, batch: list[_Item], collect: bool
     ) -> list[_Outcome]:
         """Run ``body`` in a transaction; a failing COMMIT raises :class:`_CommitFailed`."""
         with self._engine.connect() as conn:
             transaction = conn.begin()
             try:
-                self._hooks.begin(conn, collect=collect)
+                self._hooks.begin(conn, [op for _reply, op, _args in batch], collect=collect)
                 outcomes = body(conn)
             except BaseException:
                 if collect:
@@ -279,7 +282,7 @@ class BatchWriter:
             return [self._run_alone(cursor, conn, item) for item in batch]
 
         try:
-            return self._transaction(body, collect=False)
+            return self._transaction(body, batch=batch, collect=False)
         except _CommitFailed as failed:
             problem: BaseException = failed.cause
         except (sa_exc.SQLAlchemyError, self._dbapi_error) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -30,7 +30,7 @@ from facteur.store.port import Ingest, IngestIds, IngestResult, OutboxEntry, Run
 from facteur.store.rows import run_from_row
 from facteur.store.statements import statements
 from facteur.store.tables import runs
-from facteur.store.writer import BatchHooks
+from facteur.store.writer import BatchHooks, Operation, SetOperation
 
 #: where a batch collects its events (``Connection.info`` outlives the transaction: popped at its end)
 _PENDING_EVENTS = "facteur.pending_events"
@@ -490,19 +490,22 @@ class Writes:
 
 
 class ChainHooks(BatchHooks):
-    """Lock the audit chain's head first in every batch, and collect the optimistic pass's events to append
-    them together before the commit (one insert and one head update per batch).
+    """Lock the audit chain's head first in every batch that may append events, and collect the optimistic
+    pass's events to append them together before the commit (one insert and one head update per batch).
 
-    Taking the head's lock before anything else orders every writer of the database, in any process, on
-    that one lock: a batch never holds a row another batch waits for while it waits for the head, so
-    batches cannot deadlock each other.
+    Taking the head's lock before anything else orders every such writer of the database, in any process,
+    on that one lock: a batch never holds a row another batch waits for while it waits for the head, so
+    batches cannot deadlock each other. Batches of operations that append no event (outbox marks, leases,
+    pruning) touch rows no event-writing batch of another process waits for, and skip the lock.
     """
 
-    def __init__(self, writes: Writes) -> None:
+    def __init__(self, writes: Writes, chain_ops: Collection[Operation | SetOperation]) -> None:
         self._writes = writes
+        self._chain_ops = {id(op) for op in chain_ops}
 
-    def begin(self, conn: sa.Connection, *, collect: bool) -> None:
-        self._writes.lock_chain(conn)
+    def begin(self, conn: sa.Connection, ops: Sequence[Operation | SetOperation], *, collect: bool) -> None:
+        if any(id(op) in self._chain_ops for op in ops):
+            self._writes.lock_chain(conn)
         if collect:
             conn.info[_PENDING_EVENTS] = []
 
