@@ -185,9 +185,13 @@ class OutboxRelay:
     async def _idle(self) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as
         # the event is set, and the relay would then never stop
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self._settings.poll_seconds):
                 await self._wake.wait()
+        except TimeoutError:
+            return
+        if self._settings.linger_ms:  # woken by a write: let the writes of the next moments join the round
+            await asyncio.sleep(self._settings.linger_ms / 1000)
 
     async def prune_if_due(self) -> None:
         """Delete messages published more than ``retention_hours`` ago (at most every 5 minutes)."""

@@ -34,6 +34,8 @@ from facteur.store.writer import BatchHooks, Operation, SetOperation
 
 #: where a batch collects its events (``Connection.info`` outlives the transaction: popped at its end)
 _PENDING_EVENTS = "facteur.pending_events"
+#: the chain's head (seq, hash) as this transaction left it, while it holds the head's lock
+_CHAIN_HEAD = "facteur.chain_head"
 
 #: (run id, update, event, messages) — the arguments of one ``update_run``
 RunChange = tuple[uuid.UUID, RunUpdate, NewEvent | None, Sequence[Message]]
@@ -446,11 +448,17 @@ class Writes:
         else:
             self.append_now(conn, timed)
 
-    def lock_chain(self, conn: sa.Connection) -> None:
-        """Lock the chain's head until the transaction ends (PostgreSQL; SQLite's writer lock is global)."""
+    def lock_chain(self, conn: sa.Connection, *, remember: bool) -> None:
+        """Lock the chain's head until the transaction ends (PostgreSQL; SQLite's writer lock is global).
+        With ``remember`` the head is kept for this transaction's appends, which then need not read it
+        again (no savepoint may undo an append in between: the optimistic pass only)."""
         if self._postgres:
             q = self._q
-            cursor_of(conn).execute(q.lock_chain_head.sql, q.lock_chain_head.defaults)
+            cursor = cursor_of(conn)
+            cursor.execute(q.lock_chain_head.sql, q.lock_chain_head.defaults)
+            head = cursor.fetchone()
+            if remember:
+                conn.info[_CHAIN_HEAD] = (head[0], head[1])
 
     def append_now(self, conn: sa.Connection, timed: list[tuple[NewEvent, datetime]]) -> list[Event]:
         """Seal and insert events after the chain's head, which stays locked until commit."""
@@ -458,8 +466,12 @@ class Writes:
             return []
         q, c = self._q, self._c
         cursor = cursor_of(conn)
-        cursor.execute(q.lock_chain_head.sql, q.lock_chain_head.defaults)
-        seq, prev_hash = cursor.fetchone()
+        remembered: tuple[int, str] | None = conn.info.get(_CHAIN_HEAD)
+        if remembered is not None:
+            seq, prev_hash = remembered
+        else:
+            cursor.execute(q.lock_chain_head.sql, q.lock_chain_head.defaults)
+            seq, prev_hash = cursor.fetchone()
         sealed: list[Event] = []
         for event, created_at in timed:
             seq += 1
@@ -486,6 +498,8 @@ class Writes:
             returning=False,
         )
         cursor.execute(q.move_chain_head.sql, q.move_chain_head.params({"seq": seq, "hash": prev_hash}))
+        if remembered is not None:
+            conn.info[_CHAIN_HEAD] = (seq, prev_hash)
         return sealed
 
 
@@ -505,15 +519,19 @@ class ChainHooks(BatchHooks):
 
     def begin(self, conn: sa.Connection, ops: Sequence[Operation | SetOperation], *, collect: bool) -> None:
         if any(id(op) in self._chain_ops for op in ops):
-            self._writes.lock_chain(conn)
+            self._writes.lock_chain(conn, remember=collect)
         if collect:
             conn.info[_PENDING_EVENTS] = []
 
     def before_commit(self, conn: sa.Connection) -> None:
-        self._writes.append_now(conn, conn.info.pop(_PENDING_EVENTS))
+        try:
+            self._writes.append_now(conn, conn.info.pop(_PENDING_EVENTS))
+        finally:
+            conn.info.pop(_CHAIN_HEAD, None)
 
     def discard(self, conn: sa.Connection) -> None:
         conn.info.pop(_PENDING_EVENTS, None)
+        conn.info.pop(_CHAIN_HEAD, None)
 
 
 def find_delivery(conn: sa.Connection, source: str, delivery_id: str) -> Mapping[str, Any] | None:
