@@ -280,7 +280,7 @@ class OutboxSettings(_Section):
     #: seconds between looks for messages written by other processes (this process's wake the relay at once)
     poll_seconds: float = Field(default=1.0, gt=0, le=60)
     #: milliseconds the relay lingers after a wake-up, so that one round carries what arrives meanwhile
-    linger_ms: float = Field(default=10.0, ge=0, le=1000)
+    linger_ms: float = Field(default=5.0, ge=0, le=1000)
     #: seconds a relay's lease lasts; another replica takes over this long after the holder stopped
     lease_seconds: float = Field(default=15.0, ge=1, le=600)
     #: longest pause between attempts while the broker is unavailable (back-off doubles from 0.1 s)

@@ -38,6 +38,8 @@ async def test_enqueued_messages_come_back_in_order_with_keys_and_headers(
     assert [entry.id for entry in pending] == sorted(entry.id for entry in pending)
     assert pending[0].created_at == clock.now() - timedelta(seconds=1)
     assert [entry.message for entry in await store.pending_outbox(limit=2)] == sent[:2]
+    after = pending[2].id
+    assert [e.message for e in await store.pending_outbox(limit=2, after_id=after)] == sent[3:5]
 
 
 async def test_published_messages_leave_the_backlog_and_are_pruned_later(

@@ -26,7 +26,7 @@ from facteur.bus.port import Broker
 from facteur.clock import Clock
 from facteur.errors import BusUnavailable, StoreError
 from facteur.settings import OutboxSettings
-from facteur.store.port import OutboxBacklog, Store
+from facteur.store.port import OutboxBacklog, OutboxEntry, Store
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class RelayStatus:
 
     holder: str
     leading: bool
+    #: messages published and marked by this relay
     published: int
     failures: int
     #: the broker or store problem of the last round, None once a round succeeded
@@ -79,6 +80,8 @@ class OutboxRelay:
         self._backlog: OutboxBacklog | None = None
         self._pruned_at: datetime | None = None
         self._counted_at: datetime | None = None
+        #: the last id of the batch being marked (the next read skips up to it)
+        self._marking_up_to = 0
 
     @property
     def broker_description(self) -> str:
@@ -122,48 +125,84 @@ class OutboxRelay:
         return self._lease_until is not None and self._clock.now() < self._lease_until
 
     async def run(self) -> None:
-        """Relay until cancelled."""
+        """Relay until cancelled.
+
+        While the broker has a backlog to take, a batch is marked published while the next one is read and
+        published (publishes stay one at a time, in outbox order); the next read skips the batch being
+        marked. When a round is not full the mark is awaited before the relay idles.
+        """
         backoff = 0.0
-        while True:
-            self._wake.clear()  # what is written from now on wakes the next idle wait
-            try:
-                published = await self.relay_once()
-                if published < self._settings.batch_size:  # else more are waiting: go on at once
-                    await self.prune_if_due()
-                    await self._refresh_backlog_if_due()
-            except (BusUnavailable, StoreError) as exc:
-                self._failures += 1
-                backoff = min(self._settings.max_backoff_seconds, max(FIRST_BACKOFF_SECONDS, backoff * 2))
-                if self._problem != exc.message:
-                    logger.warning(
-                        "outbox relay paused: error=%s retry_in=%.1fs (messages stay in the outbox)",
-                        exc.message,
-                        backoff,
-                    )
-                self._problem = exc.message
-                with contextlib.suppress(StoreError):
-                    await self.refresh_backlog()
-                await asyncio.sleep(backoff)
-                continue
-            if self._problem is not None:
-                logger.warning("outbox relay resumed: published=%s", published)
-                self._problem = None
-            backoff = 0.0
-            if published < self._settings.batch_size:
-                await self._idle()
+        marking: asyncio.Task[None] | None = None
+        try:
+            while True:
+                self._wake.clear()  # what is written from now on wakes the next idle wait
+                try:
+                    after = self._marking_up_to if marking is not None else 0
+                    entries = await self._publish_next(after)
+                    if marking is not None:
+                        current, marking = marking, None
+                        await current
+                    if entries:
+                        self._marking_up_to = entries[-1].id  # before the next read, which skips them
+                        marking = asyncio.create_task(self._mark(entries))
+                    published = len(entries)
+                    if published < self._settings.batch_size:  # else more are waiting: go on at once
+                        if marking is not None:
+                            current, marking = marking, None
+                            await current
+                        await self.prune_if_due()
+                        await self._refresh_backlog_if_due()
+                except (BusUnavailable, StoreError) as exc:
+                    if marking is not None:  # what it could not mark is published again: at least once
+                        marking.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, StoreError):
+                            await marking
+                        marking = None
+                    self._failures += 1
+                    backoff = min(self._settings.max_backoff_seconds, max(FIRST_BACKOFF_SECONDS, backoff * 2))
+                    if self._problem != exc.message:
+                        logger.warning(
+                            "outbox relay paused: error=%s retry_in=%.1fs (messages stay in the outbox)",
+                            exc.message,
+                            backoff,
+                        )
+                    self._problem = exc.message
+                    with contextlib.suppress(StoreError):
+                        await self.refresh_backlog()
+                    await asyncio.sleep(backoff)
+                    continue
+                if self._problem is not None:
+                    logger.warning("outbox relay resumed: published=%s", published)
+                    self._problem = None
+                backoff = 0.0
+                if published < self._settings.batch_size:
+                    await self._idle()
+        finally:
+            if marking is not None:
+                marking.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await marking
 
     async def relay_once(self) -> int:
-        """Publish one batch if this relay holds the lease; returns how many messages it published."""
-        if not await self._hold_lease():
-            return 0
-        entries = await self._store.pending_outbox(self._settings.batch_size)
-        if not entries:
-            return 0
-        await self._broker.publish([entry.message for entry in entries])
-        await self._store.mark_published([entry.id for entry in entries], self._clock.now())
-        self._published += len(entries)
-        logger.debug("outbox relayed: messages=%s last_id=%s", len(entries), entries[-1].id)
+        """Publish and mark one batch if this relay holds the lease; returns how many it published."""
+        entries = await self._publish_next(0)
+        if entries:
+            await self._mark(entries)
         return len(entries)
+
+    async def _publish_next(self, after: int) -> list[OutboxEntry]:
+        """Read the next batch (ids above ``after``) and publish it, if this relay holds the lease."""
+        if not await self._hold_lease():
+            return []
+        entries = await self._store.pending_outbox(self._settings.batch_size, after_id=after)
+        if entries:
+            await self._broker.publish([entry.message for entry in entries])
+            logger.debug("outbox published: messages=%s last_id=%s", len(entries), entries[-1].id)
+        return entries
+
+    async def _mark(self, entries: list[OutboxEntry]) -> None:
+        await self._store.mark_published([entry.id for entry in entries], self._clock.now())
+        self._published += len(entries)  # published and marked: relayed
 
     async def _hold_lease(self) -> bool:
         """Take or renew the lease once a third of it has passed; False while another replica holds it."""

@@ -216,9 +216,10 @@ class MemoryStore:
         self._check()
         self._enqueue(messages, self._clock.now())
 
-    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
+    async def pending_outbox(self, limit: int, *, after_id: int = 0) -> list[OutboxEntry]:
         self._check()
-        return [item.entry for item in self.outbox if item.published_at is None][:limit]
+        pending = [i.entry for i in self.outbox if i.published_at is None and i.entry.id > after_id]
+        return pending[:limit]
 
     async def mark_published(self, entry_ids: Sequence[int], at: datetime) -> None:
         self._check()

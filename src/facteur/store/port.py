@@ -194,8 +194,8 @@ class Store(Protocol):
         """Put messages in the outbox (in order), for the relay to publish."""
         ...
 
-    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
-        """The oldest unpublished messages, in outbox order."""
+    async def pending_outbox(self, limit: int, *, after_id: int = 0) -> list[OutboxEntry]:
+        """The oldest unpublished messages with an id above ``after_id``, in outbox order."""
         ...
 
     async def mark_published(self, entry_ids: Sequence[int], at: datetime) -> None: ...

@@ -256,12 +256,12 @@ class SqlStore:
             await self._write(self._enqueue, tuple(messages))
             self._outbox_written()
 
-    async def pending_outbox(self, limit: int) -> list[OutboxEntry]:
+    async def pending_outbox(self, limit: int, *, after_id: int = 0) -> list[OutboxEntry]:
         statement, codec = self._writes.statements.pending_outbox, self._writes.codec
 
         def read(conn: sa.Connection) -> list[OutboxEntry]:
             cursor = cursor_of(conn)
-            cursor.execute(statement.sql, statement.params({"b_limit": limit}))
+            cursor.execute(statement.sql, statement.params({"b_limit": limit, "b_after": after_id}))
             return [outbox_entry(row, codec) for row in cursor.fetchall()]
 
         return await self._read(read)

@@ -86,7 +86,7 @@ class Statements:
         self.pending_outbox = compiled(
             sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.payload)
             .add_columns(outbox.c.created_at)
-            .where(outbox.c.published_at.is_(None))
+            .where(outbox.c.published_at.is_(None), outbox.c.id > sa.bindparam("b_after"))
             .order_by(outbox.c.id)
             .limit(sa.bindparam("b_limit"))
         )

@@ -136,3 +136,15 @@ async def test_published_messages_are_pruned_after_the_retention(clock: FakeCloc
 def test_settings_refuse_nonsense(bad: int) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         OutboxSettings(batch_size=bad)
+
+
+async def test_a_long_backlog_is_published_once_while_batches_are_marked_behind(clock: FakeClock) -> None:
+    """Marking a batch overlaps reading and publishing the next; the next read skips the batch being
+    marked, so nothing is published twice and the order stays the outbox's."""
+    store, broker = MemoryStore(clock), MemoryBroker(partitions=1)
+    await store.enqueue(messages(1_000))
+    relay = OutboxRelay(store, broker, clock, FAST, holder="a")
+    async with running(relay):
+        await until(lambda: all(i.published_at for i in store.outbox))
+    assert [int(r.value) for r in broker.records("codex.execution")] == list(range(1_000))
+    assert relay.status().published == 1_000
