@@ -960,19 +960,9 @@ def splits(rows: Sequence[Row]) -> list[str]:
 
 
 def machine(postgres_version: str) -> dict[str, str]:
-    from codex_tasks import source_tree
+    from codex_tasks import cpu_and_memory, source_tree
 
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu, memory = cpu_and_memory()
     packages = []
     for name in ("aiokafka", "sqlalchemy", "psycopg", "uvloop"):
         with contextlib.suppress(metadata.PackageNotFoundError):

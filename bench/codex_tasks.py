@@ -749,7 +749,8 @@ def source_tree() -> str:
     return f"commit {head}" + (f" + uncommitted changes in {len(dirty)} file(s) under src/" if dirty else "")
 
 
-def machine() -> dict[str, str]:
+def cpu_and_memory() -> tuple[str, str]:
+    """The CPU model and the memory size, from /proc (``unknown`` where they cannot be read)."""
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -761,6 +762,11 @@ def machine() -> dict[str, str]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    return cpu, memory
+
+
+def machine() -> dict[str, str]:
+    cpu, memory = cpu_and_memory()
     packages = []
     for name in (
         "fastapi",
