@@ -91,21 +91,26 @@ class SqlStore:
         if make_url(sa_url).get_backend_name() == "sqlite":
             return cls._open_sqlite(sa_url, clock=clock, timeout=timeout)
 
-        def engine(size: int, *, pre_ping: bool, **options: Any) -> sa.Engine:
+        def engine(size: int, *, pre_ping: bool, server_options: str = "", **options: Any) -> sa.Engine:
+            connect_args: dict[str, Any] = {"connect_timeout": max(1, int(timeout))}
+            if server_options:
+                connect_args["options"] = server_options
             return sa.create_engine(
                 sa_url,
                 pool_size=size,
                 max_overflow=0,
                 pool_pre_ping=pre_ping,
                 pool_timeout=timeout,
-                connect_args={"connect_timeout": max(1, int(timeout))},
+                connect_args=connect_args,
                 **options,
             )
 
         # the batch writer has a connection of its own, checked after idle pauses rather than per batch
         readers = max(1, pool_size - 1)
         return cls(
-            writer=engine(1, pre_ping=False),
+            # every write waits behind the one before it: a lock held elsewhere (another process, an
+            # operator's session) must fail the batch in bounded time rather than stall all writes
+            writer=engine(1, pre_ping=False, server_options=f"-c lock_timeout={int(timeout * 1000)}"),
             # reads are single statements: autocommit spares each a BEGIN and a COMMIT round trip
             reader=engine(readers, pre_ping=True, isolation_level="AUTOCOMMIT"),
             read_threads=readers,

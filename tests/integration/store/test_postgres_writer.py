@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import psycopg
 import pytest
 
 from facteur.domain.events import verify_chain
+from facteur.errors import StoreUnavailable
 from facteur.store.port import IngestResult
 from facteur.store.sql import SqlStore
 from tests.contract.test_store import make_ingest
@@ -66,5 +68,22 @@ async def test_a_write_after_the_server_dropped_the_connection_succeeds(
         after = await store.ingest(make_ingest(clock, delivery_id="after"))
         assert not after.duplicate
         assert {r.delivery_id for r in await store.list_runs()} == {"before", "after"}
+    finally:
+        await store.close()
+
+
+async def test_a_lock_held_elsewhere_fails_writes_in_bounded_time_then_they_work(
+    pg_url: str, clock: FakeClock
+) -> None:
+    store = SqlStore.open(pg_url, clock=clock, pool_size=2, timeout=1.0)
+    try:
+        with psycopg.connect(pg_url) as other:  # an open transaction holding the audit chain's head
+            other.execute("SELECT seq FROM event_chain WHERE id = 1 FOR UPDATE")
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="lock"):
+                await store.ingest(make_ingest(clock, delivery_id="blocked"))
+            assert time.monotonic() - started < 5
+            other.rollback()
+        assert not (await store.ingest(make_ingest(clock, delivery_id="blocked"))).duplicate
     finally:
         await store.close()
