@@ -30,11 +30,9 @@ import collections
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -960,24 +958,13 @@ def splits(rows: Sequence[Row]) -> list[str]:
 
 
 def machine(postgres_version: str) -> dict[str, str]:
-    from codex_tasks import cpu_and_memory, source_tree
+    from codex_tasks import host
 
-    cpu, memory = cpu_and_memory()
-    packages = []
-    for name in ("aiokafka", "sqlalchemy", "psycopg", "uvloop"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            packages.append(f"{name} {metadata.version(name)}")
     broker = "noida-db"
     with contextlib.suppress(metadata.PackageNotFoundError):
         broker += f" {metadata.version('noida-db')}"
     return {
-        "source": source_tree(),
-        "cpus": f"{os.cpu_count()} x {cpu}",
-        "memory": memory,
-        "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "sqlite": sqlite3.sqlite_version,
-        "packages": ", ".join(packages),
+        **host(("aiokafka", "sqlalchemy", "psycopg", "uvloop")),
         "broker": f"{broker} (Kafka protocol, one partition per auto-created topic, 127.0.0.1)",
         "postgresql": postgres_version,
     }

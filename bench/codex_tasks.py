@@ -749,8 +749,9 @@ def source_tree() -> str:
     return f"commit {head}" + (f" + uncommitted changes in {len(dirty)} file(s) under src/" if dirty else "")
 
 
-def cpu_and_memory() -> tuple[str, str]:
-    """The CPU model and the memory size, from /proc (``unknown`` where they cannot be read)."""
+def host(package_names: Sequence[str]) -> dict[str, str]:
+    """What every benchmark report says about the machine: source, CPU, memory, OS, Python, SQLite and the
+    versions of the named packages."""
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -762,27 +763,10 @@ def cpu_and_memory() -> tuple[str, str]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    return cpu, memory
-
-
-def machine() -> dict[str, str]:
-    cpu, memory = cpu_and_memory()
     packages = []
-    for name in (
-        "fastapi",
-        "starlette",
-        "uvicorn",
-        "uvloop",
-        "httptools",
-        "sqlalchemy",
-        "psycopg",
-        "protobuf",
-    ):
+    for name in package_names:
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages.append(f"{name} {metadata.version(name)}")
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False, timeout=10)
-    banner = (wrk.stdout or wrk.stderr or "?").splitlines()[0]
-    wrk_version = banner.split(" Copyright")[0].removeprefix("wrk ")
     return {
         "source": source_tree(),
         "cpus": f"{os.cpu_count()} x {cpu}",
@@ -791,8 +775,14 @@ def machine() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "sqlite": sqlite3.sqlite_version,
         "packages": ", ".join(packages),
-        "wrk": wrk_version,
     }
+
+
+def machine() -> dict[str, str]:
+    packages = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "sqlalchemy", "psycopg", "protobuf")
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False, timeout=10)
+    banner = (wrk.stdout or wrk.stderr or "?").splitlines()[0]
+    return {**host(packages), "wrk": banner.split(" Copyright")[0].removeprefix("wrk ")}
 
 
 def report(results: Sequence[Measurement], plan: Plan, info: dict[str, str]) -> str:
