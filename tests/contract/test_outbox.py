@@ -84,6 +84,7 @@ async def test_an_ingest_publishes_its_messages_once(store: Store, clock: FakeCl
     ingest = dataclasses.replace(base, effects=effects)
     results = await asyncio.gather(*(store.ingest(ingest) for _ in range(5)))
     assert sum(1 for r in results if not r.duplicate) == 1
+    assert sorted(r.messages for r in results) == [0, 0, 0, 0, 2]
     assert [e.message for e in await store.pending_outbox(limit=10)] == [message(1), message(2)]
 
 
@@ -103,3 +104,35 @@ async def test_a_lease_has_one_holder_until_it_expires(store: Store, clock: Fake
     later = now + timedelta(seconds=16)
     assert await store.acquire_lease("outbox-relay", "b", now=later, until=later + timedelta(seconds=15))
     assert not await store.acquire_lease("outbox-relay", "a", now=later, until=later + timedelta(seconds=15))
+
+
+async def test_a_run_update_with_a_key_that_is_not_text_changes_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    result = await store.ingest(make_ingest(clock))
+    assert result.ids
+    run_id = result.ids.run_id
+    event = NewEvent(kind="run.failed", actor="test", payload={}, run_id=run_id)
+    bad = Message(topic="t", value=b"x", key=b"\xff")
+    with pytest.raises(StoreError, match="UTF-8"):
+        await store.update_run(run_id, RunUpdate(status=RunStatus.FAILED), event, [bad])
+    assert (await store.get_run(run_id)).status is RunStatus.QUEUED
+    assert [e.kind for e in await store.list_events(run_id=run_id)] == ["test.ingested"]
+
+
+async def test_the_outbox_listener_hears_writes_that_put_messages_only(
+    store: Store, clock: FakeClock
+) -> None:
+    heard: list[int] = []
+    store.on_outbox_write(lambda: heard.append(1))
+    result = await store.ingest(make_ingest(clock))  # no messages
+    assert result.ids
+    assert heard == []
+    update = RunUpdate(status=RunStatus.SUBMITTED, expected=(RunStatus.QUEUED,))
+    await store.update_run(result.ids.run_id, update, None, [message(1)])
+    assert heard == [1]
+    await store.update_run(result.ids.run_id, update, None, [message(2)])  # not applied: nothing written
+    await store.enqueue([])
+    assert heard == [1]
+    await store.enqueue([message(3)])
+    assert heard == [1, 1]

@@ -136,8 +136,7 @@ class MemoryStore:
         effects = ingest.effects(ids)
         # everything computed: now apply, so that a failure above leaves nothing behind
         response = json.loads(json.dumps(dict(effects.response)))
-        for message in effects.messages:
-            outbox_key(message.key)
+        _check_keys(effects.messages)
         self.ideas[idea.id] = idea
         self.tasks[task.id] = task
         self.runs[run.id] = run
@@ -146,7 +145,7 @@ class MemoryStore:
         for new_event in effects.events:
             self._append(new_event, now)
         self._enqueue(effects.messages, now)
-        return IngestResult(ids, response, duplicate=False)
+        return IngestResult(ids, response, duplicate=False, messages=len(effects.messages))
 
     async def get_idea(self, idea_id: uuid.UUID) -> Idea:
         self._check()
@@ -184,6 +183,7 @@ class MemoryStore:
         messages: Sequence[Message] = (),
     ) -> Run | None:
         self._check()
+        _check_keys(messages)
         run = _found(self.runs.get(run_id), "run", run_id)
         if update.expected and run.status not in update.expected:
             return None
@@ -205,8 +205,7 @@ class MemoryStore:
         self._outbox_listener = listener
 
     def _enqueue(self, messages: Sequence[Message], at: datetime) -> None:
-        for message in messages:
-            outbox_key(message.key)  # the SQL stores' check, before anything is written
+        """Append messages whose keys were checked (:func:`_check_keys`) before anything was changed."""
         for message in messages:
             self.outbox.append(_Outboxed(OutboxEntry(next(self._outbox_ids), message, at)))
         if messages and self._outbox_listener is not None:
@@ -214,6 +213,7 @@ class MemoryStore:
 
     async def enqueue(self, messages: Sequence[Message]) -> None:
         self._check()
+        _check_keys(messages)
         self._enqueue(messages, self._clock.now())
 
     async def pending_outbox(self, limit: int, *, after_id: int = 0) -> list[OutboxEntry]:
@@ -275,6 +275,12 @@ class MemoryStore:
         sealed = seal(new, seq=len(self.events) + 1, prev_hash=prev_hash, created_at=at or self._clock.now())
         self.events.append(sealed)
         return sealed
+
+
+def _check_keys(messages: Sequence[Message]) -> None:
+    """Refuse the keys the SQL stores refuse, before an operation changes anything."""
+    for message in messages:
+        outbox_key(message.key)
 
 
 @dataclass(slots=True)

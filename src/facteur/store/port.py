@@ -100,6 +100,8 @@ class IngestResult:
     response: Mapping[str, Any]
     #: True when the delivery had been accepted before: nothing was written
     duplicate: bool
+    #: how many messages the ingest put in the outbox
+    messages: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

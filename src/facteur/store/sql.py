@@ -37,7 +37,7 @@ from facteur.store.port import Ingest, IngestResult, OutboxBacklog, OutboxEntry,
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
 from facteur.store.tables import events, ideas, runs, tasks
 from facteur.store.writer import BatchWriter, SetOperation
-from facteur.store.writes import ChainHooks, Writes, cursor_of, find_delivery, outbox_entry
+from facteur.store.writes import ChainHooks, Writes, find_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class SqlStore:
 
     async def ingest(self, ingest: Ingest) -> IngestResult:
         result: IngestResult = await self._write(self._ingest, ingest)
-        if not result.duplicate:
+        if result.messages:
             self._outbox_written()
         return result
 
@@ -249,7 +249,7 @@ class SqlStore:
     # --- the outbox and leases -----------------------------------------------------------------------------
 
     def on_outbox_write(self, listener: Callable[[], None] | None) -> None:
-        """Call ``listener`` (on the event loop) after a write that may have put messages in the outbox."""
+        """Call ``listener`` (on the event loop) after a write that put messages in the outbox."""
         self._outbox_listener = listener
 
     def _outbox_written(self) -> None:
@@ -262,29 +262,14 @@ class SqlStore:
             self._outbox_written()
 
     async def pending_outbox(self, limit: int, *, after_id: int = 0) -> list[OutboxEntry]:
-        statement, codec = self._writes.statements.pending_outbox, self._writes.codec
-
-        def read(conn: sa.Connection) -> list[OutboxEntry]:
-            cursor = cursor_of(conn)
-            cursor.execute(statement.sql, statement.params({"b_limit": limit, "b_after": after_id}))
-            return [outbox_entry(row, codec) for row in cursor.fetchall()]
-
-        return await self._read(read)
+        return await self._read(self._writes.pending_outbox, limit, after_id)
 
     async def mark_published(self, entry_ids: Sequence[int], at: datetime) -> None:
         if entry_ids:
             await self._write(self._writes.mark_published, tuple(entry_ids), at)
 
     async def outbox_backlog(self) -> OutboxBacklog:
-        statement, codec = self._writes.statements.outbox_backlog, self._writes.codec
-
-        def read(conn: sa.Connection) -> OutboxBacklog:
-            cursor = cursor_of(conn)
-            cursor.execute(statement.sql, statement.defaults)
-            count, oldest = cursor.fetchone()
-            return OutboxBacklog(int(count or 0), codec.timestamp_out(oldest))
-
-        return await self._read(read)
+        return await self._read(self._writes.outbox_backlog)
 
     async def prune_outbox(self, published_before: datetime) -> int:
         pruned: int = await self._write(self._writes.prune_outbox, published_before)

@@ -26,7 +26,15 @@ from facteur.domain.events import Event, NewEvent, seal
 from facteur.domain.runs import Run
 from facteur.errors import NotFound, StoreError
 from facteur.store.compiled import Codec
-from facteur.store.port import Ingest, IngestIds, IngestResult, OutboxEntry, RunUpdate, outbox_key
+from facteur.store.port import (
+    Ingest,
+    IngestIds,
+    IngestResult,
+    OutboxBacklog,
+    OutboxEntry,
+    RunUpdate,
+    outbox_key,
+)
 from facteur.store.rows import run_from_row
 from facteur.store.statements import statements
 from facteur.store.tables import runs
@@ -48,8 +56,8 @@ def cursor_of(conn: sa.Connection) -> Any:
 
 class Writes:
     def __init__(self, dialect: str, clock: Clock) -> None:
-        self._q = self.statements = statements(dialect)
-        self._c = self.codec = Codec(dialect)
+        self._q = statements(dialect)
+        self._c = Codec(dialect)
         self._postgres = dialect == "postgresql"
         self._clock = clock
 
@@ -147,7 +155,9 @@ class Writes:
                 )
                 timed.extend((event, ingest.received_at) for event in effects.events)
                 outgoing.extend((message, ingest.received_at) for message in effects.messages)
-                results[n] = IngestResult(ids, effects.response, duplicate=False)
+                results[n] = IngestResult(
+                    ids, effects.response, duplicate=False, messages=len(effects.messages)
+                )
             self._many(cursor, q.answer_delivery.sql, answers, returning=False)
             self.enqueue(conn, outgoing)
             self.append_events(conn, timed)
@@ -395,6 +405,19 @@ class Writes:
             "payload": message.value,
             "created_at": c.timestamp(at),
         }
+
+    def pending_outbox(self, conn: sa.Connection, limit: int, after_id: int) -> list[OutboxEntry]:
+        statement = self._q.pending_outbox
+        cursor = cursor_of(conn)
+        cursor.execute(statement.sql, statement.params({"b_limit": limit, "b_after": after_id}))
+        return [outbox_entry(row, self._c) for row in cursor.fetchall()]
+
+    def outbox_backlog(self, conn: sa.Connection) -> OutboxBacklog:
+        statement = self._q.outbox_backlog
+        cursor = cursor_of(conn)
+        cursor.execute(statement.sql, statement.defaults)
+        count, oldest = cursor.fetchone()
+        return OutboxBacklog(int(count or 0), self._c.timestamp_out(oldest))
 
     def mark_published(self, conn: sa.Connection, entry_ids: Sequence[int], at: datetime) -> None:
         published_at = self._c.timestamp(at)
