@@ -34,45 +34,40 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     problem = runtime.not_ready_reason()
+    outbox: dict[str, Any] = {}
     if problem is None:
-        try:
-            await runtime.store.ping()
+        try:  # counting the outbox's backlog is also the check that the store answers
+            outbox = await outbox_detail(runtime)
         except StoreUnavailable as exc:
             problem = exc.message
     if problem is not None:
         return JSONResponse({"status": "unavailable", "detail": problem}, status_code=503)
-    return JSONResponse(
-        {"status": "ready", "schema": runtime.schema_revision, "outbox": await outbox_detail(runtime)}
-    )
+    return JSONResponse({"status": "ready", "schema": runtime.schema_revision, "outbox": outbox})
 
 
 async def outbox_detail(runtime: Runtime) -> dict[str, Any]:
     """The outbox's backlog and the relay's state. A broker outage does not make Facteur unready — what it
     accepts waits in the outbox — so it shows here instead."""
     relay = runtime.relay
-    if relay is None:
-        backlog = await runtime.store.outbox_backlog()
-        oldest = backlog.oldest_created_at
-        return {
-            "relay": "disabled",
-            "backlog": backlog.count,
-            "oldest_age_seconds": (
-                round((runtime.clock.now() - oldest).total_seconds(), 3) if oldest is not None else None
-            ),
-        }
-    await relay.refresh_backlog()
-    status = relay.status()
-    return {
-        "relay": "leading" if status.leading else "standby",
-        "bus": relay.broker_description,
-        "backlog": status.backlog,
+    backlog = await (relay.refresh_backlog() if relay is not None else runtime.store.outbox_backlog())
+    oldest = backlog.oldest_created_at
+    detail: dict[str, Any] = {
+        "relay": "disabled",
+        "backlog": backlog.count,
         "oldest_age_seconds": (
-            round(status.oldest_age_seconds, 3) if status.oldest_age_seconds is not None else None
+            round(max(0.0, (runtime.clock.now() - oldest).total_seconds()), 3) if oldest is not None else None
         ),
-        "published": status.published,
-        "failures": status.failures,
-        "problem": status.problem,
     }
+    if relay is not None:
+        status = relay.status()
+        detail.update(
+            relay="leading" if status.leading else "standby",
+            bus=relay.broker_description,
+            published=status.published,
+            failures=status.failures,
+            problem=status.problem,
+        )
+    return detail
 
 
 @router.get("/metrics")

@@ -48,8 +48,8 @@ class RelayStatus:
     failures: int
     #: the broker or store problem of the last round, None once a round succeeded
     problem: str | None
+    #: messages not published yet, as last counted (None before the first count)
     backlog: int | None
-    oldest_age_seconds: float | None
 
 
 def default_holder() -> str:
@@ -93,7 +93,6 @@ class OutboxRelay:
 
     def status(self) -> RelayStatus:
         backlog = self._backlog
-        oldest = backlog.oldest_created_at if backlog is not None else None
         return RelayStatus(
             holder=self.holder,
             leading=self._leading(),
@@ -101,13 +100,11 @@ class OutboxRelay:
             failures=self._failures,
             problem=self._problem,
             backlog=backlog.count if backlog is not None else None,
-            oldest_age_seconds=(
-                max(0.0, (self._clock.now() - oldest).total_seconds()) if oldest is not None else None
-            ),
         )
 
     async def refresh_backlog(self) -> OutboxBacklog:
-        """Count the backlog now (``/readyz`` and ``/metrics`` call this; the relay does after each round)."""
+        """Count the backlog now (``/readyz`` and ``/metrics`` call this; the relay does at most once per
+        poll interval)."""
         self._backlog = await self._store.outbox_backlog()
         return self._backlog
 
