@@ -80,6 +80,8 @@ class OutboxRelay:
         self._backlog: OutboxBacklog | None = None
         self._pruned_at: datetime | None = None
         self._counted_at: datetime | None = None
+        #: the previous batch's mark, running while the next batch is read and published
+        self._marking: asyncio.Task[None] | None = None
         #: the last id of the batch being marked (the next read skips up to it)
         self._marking_up_to = 0
 
@@ -122,63 +124,69 @@ class OutboxRelay:
         return self._lease_until is not None and self._clock.now() < self._lease_until
 
     async def run(self) -> None:
-        """Relay until cancelled.
-
-        While the broker has a backlog to take, a batch is marked published while the next one is read and
-        published (publishes stay one at a time, in outbox order); the next read skips the batch being
-        marked. When a round is not full the mark is awaited before the relay idles.
-        """
+        """Relay until cancelled."""
         backoff = 0.0
-        marking: asyncio.Task[None] | None = None
         try:
             while True:
                 self._wake.clear()  # what is written from now on wakes the next idle wait
                 try:
-                    after = self._marking_up_to if marking is not None else 0
-                    entries = await self._publish_next(after)
-                    if marking is not None:
-                        current, marking = marking, None
-                        await current
-                    if entries:
-                        self._marking_up_to = entries[-1].id  # before the next read, which skips them
-                        marking = asyncio.create_task(self._mark(entries))
-                    published = len(entries)
-                    if published < self._settings.batch_size:  # else more are waiting: go on at once
-                        if marking is not None:
-                            current, marking = marking, None
-                            await current
-                        await self.prune_if_due()
-                        await self._refresh_backlog_if_due()
+                    published = await self._round()
                 except (BusUnavailable, StoreError) as exc:
-                    if marking is not None:  # what it could not mark is published again: at least once
-                        marking.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, StoreError):
-                            await marking
-                        marking = None
-                    self._failures += 1
-                    backoff = min(self._settings.max_backoff_seconds, max(FIRST_BACKOFF_SECONDS, backoff * 2))
-                    if self._problem != exc.message:
-                        logger.warning(
-                            "outbox relay paused: error=%s retry_in=%.1fs (messages stay in the outbox)",
-                            exc.message,
-                            backoff,
-                        )
-                    self._problem = exc.message
-                    with contextlib.suppress(StoreError):
-                        await self.refresh_backlog()
-                    await asyncio.sleep(backoff)
+                    await self._abandon_marking()  # what it could not mark is published again
+                    backoff = await self._pause(exc, backoff)
                     continue
                 if self._problem is not None:
                     logger.warning("outbox relay resumed: published=%s", published)
                     self._problem = None
                 backoff = 0.0
-                if published < self._settings.batch_size:
+                if published < self._settings.batch_size:  # else more are waiting: go on at once
                     await self._idle()
         finally:
-            if marking is not None:
-                marking.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StoreError):
-                    await marking
+            await self._abandon_marking()
+
+    async def _round(self) -> int:
+        """One round. While a backlog lasts, a batch is marked published while the next one is read and
+        published (publishes stay one at a time, in outbox order); the read skips the batch being marked.
+        A round that is not full waits for its mark, then prunes and counts when due."""
+        after = self._marking_up_to if self._marking is not None else 0
+        entries = await self._publish_next(after)
+        await self._finish_marking()
+        if entries:
+            self._marking_up_to = entries[-1].id  # before the next read, which skips them
+            self._marking = asyncio.create_task(self._mark(entries))
+        if len(entries) < self._settings.batch_size:
+            await self._finish_marking()
+            await self.prune_if_due()
+            await self._refresh_backlog_if_due()
+        return len(entries)
+
+    async def _finish_marking(self) -> None:
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            await marking
+
+    async def _abandon_marking(self) -> None:
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            marking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreError):
+                await marking
+
+    async def _pause(self, problem: BusUnavailable | StoreError, backoff: float) -> float:
+        """Record a failed round and wait before the next; returns the pause taken."""
+        self._failures += 1
+        backoff = min(self._settings.max_backoff_seconds, max(FIRST_BACKOFF_SECONDS, backoff * 2))
+        if self._problem != problem.message:
+            logger.warning(
+                "outbox relay paused: error=%s retry_in=%.1fs (messages stay in the outbox)",
+                problem.message,
+                backoff,
+            )
+        self._problem = problem.message
+        with contextlib.suppress(StoreError):
+            await self.refresh_backlog()
+        await asyncio.sleep(backoff)
+        return backoff
 
     async def relay_once(self) -> int:
         """Publish and mark one batch if this relay holds the lease; returns how many it published."""
