@@ -63,3 +63,15 @@ class BusUnavailable(BusError):
 
 class CommitFailed(BusError):
     """A consumer could not commit its offset."""
+
+
+class ForgeError(FacteurError):
+    """The forge (GitHub, or the local forge) refused or failed a call."""
+
+
+class ForgeNotFound(ForgeError):
+    """The forge has no such repository, issue, comment, pull request or branch."""
+
+
+class ForgeUnavailable(ForgeError):
+    """The forge cannot be reached, answered 5xx, or kept rate-limiting past the call's time budget."""

@@ -308,6 +308,100 @@ class BusSettings(_Section):
         return self
 
 
+class GitHubSettings(_Section):
+    """GitHub intake (``POST /webhooks/github``) and the GitHub forge adapter."""
+
+    #: HMAC-SHA256 secret of webhook deliveries (also ``GITHUB_WEBHOOK_SECRET``); unset, deliveries get 503
+    webhook_secret: SecretStr | None = None
+    #: personal access or installation token (also ``GITHUB_TOKEN``); GitHub App auth wins when configured
+    token: SecretStr | None = None
+    #: GitHub App id; with ``private_key`` the forge authenticates as the app's installation
+    app_id: int | None = Field(default=None, ge=1)
+    #: the App's PEM private key, inline or ``@path/to/key.pem``
+    private_key: SecretStr | None = None
+    #: REST root; ``https://<host>/api/v3`` for GitHub Enterprise Server
+    api_url: str = "https://api.github.com"
+    #: reaction posted on an issue when planning starts
+    ack_reaction: Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"] = "+1"
+    #: largest webhook body accepted (GitHub caps payloads at 25 MiB)
+    max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    #: seconds one GitHub API call may take, retries included
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: GitHub API calls in flight at once, across the process
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    #: attempts for a call answered 5xx or rate-limited (back-off doubles from 0.5 s)
+    max_attempts: int = Field(default=4, ge=1, le=10)
+    user_agent: str = "facteur"
+    #: body of the comment that hands a draft pull request over to review when it is undrafted
+    review_handoff_comment: str = "@codex review"
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("expected an http(s) URL such as https://api.github.com")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _app_pair(self) -> GitHubSettings:
+        if (self.app_id is None) != (self.private_key is None):
+            raise PydanticCustomError(
+                "app_pair", "github.app_id and github.private_key go together: set both or neither"
+            )
+        return self
+
+
+def _logins(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list | tuple):
+        return [str(v).strip().lower() for v in value if str(v).strip()]
+    return value
+
+
+class CodexSettings(_Section):
+    """Who and what starts codex stages from GitHub (reference §2.3 to §2.6)."""
+
+    #: logins whose issues start planning and whose ``execute plan`` starts implementation (comma list in env)
+    trigger_logins: list[str] = Field(default_factory=list)
+    #: the automation's own login: its plan comments start implementation; other bots are ignored
+    workflow_login: str = "github-actions[bot]"
+    #: ``@<review_handle> review`` on a pull request comment starts a review run
+    review_handle: str = Field(
+        default="tuslagch", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*(\[bot\])?$"
+    )
+    #: comment body (trimmed, exact) that starts implementation of the latest plan
+    implementation_trigger: str = Field(default="execute plan", min_length=1)
+    #: head branches are ``<branch_prefix><issue>-<8 chars of the delivery id>``
+    branch_prefix: str = Field(default="codex/issue-", min_length=1)
+    #: base branch when the payload names no default branch
+    base_branch: str = Field(default="main", min_length=1)
+
+    @field_validator("trigger_logins", mode="before")
+    @classmethod
+    def _normal_logins(cls, value: Any) -> Any:
+        return _logins(value)
+
+    @field_validator("workflow_login")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class DiscordSettings(_Section):
+    """Discord interactions (``POST /webhooks/discord``) and ``facteur discord register-commands``."""
+
+    #: the application's Ed25519 public key (hex); unset, interactions get 503
+    public_key: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    bot_token: SecretStr | None = None
+    application_id: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    guild_id: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    #: answers to interactions are visible only to the person who asked
+    ephemeral: bool = True
+    api_url: str = "https://discord.com/api/v10"
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -316,6 +410,9 @@ class Settings(_Section):
     argo: ArgoSettings = ArgoSettings()
     logging: LoggingSettings = LoggingSettings()
     bus: BusSettings = BusSettings()
+    github: GitHubSettings = GitHubSettings()
+    codex: CodexSettings = CodexSettings()
+    discord: DiscordSettings = DiscordSettings()
 
     def secrets(self) -> list[str]:
         """Secret values that must never be printed or logged."""
@@ -325,8 +422,15 @@ class Settings(_Section):
         password = urlsplit(self.database.url).password
         if password:
             values.append(password)
-        if self.bus.kafka.sasl.password is not None:
-            values.append(self.bus.kafka.sasl.password.get_secret_value())
+        for secret in (
+            self.bus.kafka.sasl.password,
+            self.github.webhook_secret,
+            self.github.token,
+            self.github.private_key,
+            self.discord.bot_token,
+        ):
+            if secret is not None:
+                values.append(secret.get_secret_value())
         return [value for value in values if value]
 
     def redacted(self) -> dict[str, Any]:
@@ -337,6 +441,11 @@ class Settings(_Section):
         data["database"]["url"] = mask_url(self.database.url)
         if self.bus.kafka.sasl.password is not None:
             data["bus"]["kafka"]["sasl"]["password"] = MASK
+        for key in ("webhook_secret", "token", "private_key"):
+            if data["github"][key] is not None:
+                data["github"][key] = MASK
+        if data["discord"]["bot_token"] is not None:
+            data["discord"]["bot_token"] = MASK
         return data
 
 
@@ -369,6 +478,20 @@ _LEGACY_ENV: dict[str, tuple[str, ...]] = {
     "FACTEUR_CODEX_LISTENER_SASL_USERNAME": ("bus", "kafka", "sasl", "username"),
     "FACTEUR_CODEX_LISTENER_SASL_PASSWORD": ("bus", "kafka", "sasl", "password"),
     "FACTEUR_CODEX_LISTENER_TLS_ENABLED": ("bus", "kafka", "tls", "enabled"),
+    # Froussard's environment names (reference §2.3)
+    "GITHUB_WEBHOOK_SECRET": ("github", "webhook_secret"),
+    "GITHUB_TOKEN": ("github", "token"),
+    "GITHUB_ACK_REACTION": ("github", "ack_reaction"),
+    "GITHUB_API_BASE_URL": ("github", "api_url"),
+    "CODEX_TRIGGER_LOGINS": ("codex", "trigger_logins"),
+    "CODEX_WORKFLOW_LOGIN": ("codex", "workflow_login"),
+    "CODEX_IMPLEMENTATION_TRIGGER": ("codex", "implementation_trigger"),
+    "CODEX_BRANCH_PREFIX": ("codex", "branch_prefix"),
+    "CODEX_BASE_BRANCH": ("codex", "base_branch"),
+    "DISCORD_PUBLIC_KEY": ("discord", "public_key"),
+    "DISCORD_BOT_TOKEN": ("discord", "bot_token"),
+    "DISCORD_APPLICATION_ID": ("discord", "application_id"),
+    "DISCORD_GUILD_ID": ("discord", "guild_id"),
 }
 
 
@@ -532,4 +655,4 @@ def _shows_input(key: str, error: Any) -> bool:
     """Whether the offending value may be printed (never for secrets or URLs that may hold a password)."""
     if "input" not in error or isinstance(error["input"], dict | list):
         return False
-    return not key.endswith(("api_token", "url", "password", "secret", "token"))
+    return not key.endswith(("api_token", "url", "password", "secret", "token", "private_key"))
