@@ -24,6 +24,10 @@ from facteur.domain.tasks import Task, TaskState
 from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store.migrate import head_revision
 from facteur.store.port import (
+    Delivery,
+    DeliveryIds,
+    DeliveryResult,
+    IdeaDraft,
     Ingest,
     IngestIds,
     IngestResult,
@@ -78,26 +82,7 @@ class MemoryStore:
         if any(run.delivery_id == ingest.run.delivery_id for run in self.runs.values()):
             raise StoreError(f"database error: run delivery_id {ingest.run.delivery_id} already recorded")
         now = ingest.received_at
-        draft = ingest.idea
-        idea = next(
-            (i for i in self.ideas.values() if (i.source, i.source_ref) == (draft.source, draft.source_ref)),
-            None,
-        )
-        idea_created = idea is None
-        if idea is None:
-            idea = Idea(
-                id=draft.id,
-                source=draft.source,
-                source_ref=draft.source_ref,
-                repository=draft.repository,
-                title=draft.title,
-                priority=draft.priority,
-                state=draft.state,
-                paused=False,
-                initiator=draft.initiator,
-                created_at=now,
-                updated_at=now,
-            )
+        idea, idea_created = self._idea_for(ingest.idea, now)
         task = next(
             (t for t in self.tasks.values() if t.idea_id == idea.id and t.key == ingest.task.key),
             None,
@@ -142,10 +127,57 @@ class MemoryStore:
         self.runs[run.id] = run
         self.payloads[run.id] = (draft_run.event_body, draft_run.raw_event)
         self.deliveries[key] = response
+        for alias in ingest.aliases:
+            self.deliveries.setdefault(alias, response)
         for new_event in effects.events:
             self._append(new_event, now)
         self._enqueue(effects.messages, now)
         return IngestResult(ids, response, duplicate=False, messages=len(effects.messages))
+
+    async def record_delivery(self, delivery: Delivery) -> DeliveryResult:
+        self._check()
+        key = (delivery.source, delivery.delivery_id)
+        if key in self.deliveries:
+            return DeliveryResult(None, self.deliveries[key], duplicate=True)
+        now = delivery.received_at
+        idea: Idea | None = None
+        created = False
+        if delivery.idea is not None:
+            idea, created = self._idea_for(delivery.idea, now)
+        ids = DeliveryIds(idea_id=None if idea is None else idea.id, idea_created=created)
+        effects = delivery.effects(ids)
+        response = json.loads(json.dumps(dict(effects.response)))
+        _check_keys(effects.messages)
+        if idea is not None:
+            self.ideas[idea.id] = idea
+        self.deliveries[key] = response
+        for new_event in effects.events:
+            self._append(new_event, now)
+        self._enqueue(effects.messages, now)
+        return DeliveryResult(ids, response, duplicate=False, messages=len(effects.messages))
+
+    def _idea_for(self, draft: IdeaDraft, now: datetime) -> tuple[Idea, bool]:
+        """The idea with the draft's source and source ref, or a new one from the draft (not stored yet)."""
+        idea = next(
+            (i for i in self.ideas.values() if (i.source, i.source_ref) == (draft.source, draft.source_ref)),
+            None,
+        )
+        if idea is not None:
+            return idea, False
+        new = Idea(
+            id=draft.id,
+            source=draft.source,
+            source_ref=draft.source_ref,
+            repository=draft.repository,
+            title=draft.title,
+            priority=draft.priority,
+            state=draft.state,
+            paused=False,
+            initiator=draft.initiator,
+            created_at=now,
+            updated_at=now,
+        )
+        return new, True
 
     async def get_idea(self, idea_id: uuid.UUID) -> Idea:
         self._check()

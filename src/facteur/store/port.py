@@ -92,6 +92,8 @@ class Ingest:
     run: RunDraft
     #: called inside the transaction once the ids are known
     effects: Callable[[IngestIds], IngestEffects]
+    #: further inbox keys (source, delivery id) recorded with the same answer; one recorded before is kept
+    aliases: Sequence[tuple[str, str]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,36 @@ class IngestResult:
     #: True when the delivery had been accepted before: nothing was written
     duplicate: bool
     #: how many messages the ingest put in the outbox
+    messages: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryIds:
+    #: the delivery's idea (None when it names none)
+    idea_id: uuid.UUID | None
+    #: True when the idea did not exist before this delivery
+    idea_created: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """An external delivery that starts no run: inbox record, the idea it names (created when new), events
+    and outbox messages, all or nothing."""
+
+    source: str
+    delivery_id: str
+    received_at: datetime
+    idea: IdeaDraft | None = None
+    #: called inside the transaction once the idea's id is known
+    effects: Callable[[DeliveryIds], IngestEffects]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    ids: DeliveryIds | None
+    response: Mapping[str, Any]
+    #: True when the delivery had been accepted before: nothing was written
+    duplicate: bool
     messages: int = 0
 
 
@@ -160,6 +192,11 @@ class Store(Protocol):
         ...
 
     async def ingest(self, ingest: Ingest) -> IngestResult: ...
+
+    async def record_delivery(self, delivery: Delivery) -> DeliveryResult:
+        """Record a delivery that starts no run (with its idea, events and messages), or return the answer
+        stored for it when it was recorded (or ingested) before."""
+        ...
 
     async def get_idea(self, idea_id: uuid.UUID) -> Idea: ...
 

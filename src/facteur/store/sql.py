@@ -33,7 +33,15 @@ from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task
 from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store import migrate
-from facteur.store.port import Ingest, IngestResult, OutboxBacklog, OutboxEntry, RunUpdate
+from facteur.store.port import (
+    Delivery,
+    DeliveryResult,
+    Ingest,
+    IngestResult,
+    OutboxBacklog,
+    OutboxEntry,
+    RunUpdate,
+)
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
 from facteur.store.tables import events, ideas, runs, tasks
 from facteur.store.writer import BatchWriter, SetOperation
@@ -68,6 +76,7 @@ class SqlStore:
         self._reader = reader
         self._writes = Writes(writer.dialect.name, clock)
         self._ingest = SetOperation(self._writes.ingest, self._writes.ingest_many)
+        self._record = SetOperation(self._writes.record, self._writes.record_many)
         self._update_run = SetOperation(self._writes.update_run, self._writes.update_run_many)
         self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
         self._append_event = self._writes.append_event
@@ -75,7 +84,9 @@ class SqlStore:
         self._batch_writer = BatchWriter(
             writer,
             _translate,
-            hooks=ChainHooks(self._writes, [self._ingest, self._update_run, self._append_event]),
+            hooks=ChainHooks(
+                self._writes, [self._ingest, self._record, self._update_run, self._append_event]
+            ),
             ping_after_idle=None if writer.dialect.name == "sqlite" else WRITER_PING_AFTER_IDLE_SECONDS,
             closed=lambda: StoreUnavailable("the store is closed"),
         )
@@ -206,6 +217,12 @@ class SqlStore:
 
     async def ingest(self, ingest: Ingest) -> IngestResult:
         result: IngestResult = await self._write(self._ingest, ingest)
+        if result.messages:
+            self._outbox_written()
+        return result
+
+    async def record_delivery(self, delivery: Delivery) -> DeliveryResult:
+        result: DeliveryResult = await self._write(self._record, delivery)
         if result.messages:
             self._outbox_written()
         return result

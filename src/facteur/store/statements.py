@@ -28,6 +28,10 @@ class Statements:
             insert(deliveries).on_conflict_do_nothing().returning(deliveries.c.delivery_id),
             ["source", "delivery_id", "received_at"],
         )
+        self.alias_delivery = compiled(
+            insert(deliveries).on_conflict_do_nothing(),
+            ["source", "delivery_id", "received_at", "response"],
+        )
         self.find_delivery = compiled(
             sa.select(deliveries.c.response).where(
                 deliveries.c.source == sa.bindparam("b_source"),

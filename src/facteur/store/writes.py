@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -27,6 +27,10 @@ from facteur.domain.runs import Run
 from facteur.errors import NotFound, StoreError
 from facteur.store.compiled import Codec
 from facteur.store.port import (
+    Delivery,
+    DeliveryIds,
+    DeliveryResult,
+    IdeaDraft,
     Ingest,
     IngestIds,
     IngestResult,
@@ -47,6 +51,8 @@ _CHAIN_HEAD = "facteur.chain_head"
 
 #: (run id, update, event, messages) — the arguments of one ``update_run``
 RunChange = tuple[uuid.UUID, RunUpdate, NewEvent | None, Sequence[Message]]
+
+T = TypeVar("T")
 
 
 def cursor_of(conn: sa.Connection) -> Any:
@@ -97,36 +103,15 @@ class Writes:
         ingests: list[Ingest] = [item[0] for item in items]
         q, c = self._q, self._c
         cursor = cursor_of(conn)
-
-        # 1. claim each delivery id; a later operation with the same id is a duplicate of the first
-        first_of: dict[tuple[str, str], int] = {}
-        for n, ingest in enumerate(ingests):
-            first_of.setdefault((ingest.source, ingest.delivery_id), n)
-        claimants = sorted(first_of.values())
-        claims = self._many(
-            cursor,
-            q.claim_delivery.sql,
-            [
-                {
-                    "source": ingests[n].source,
-                    "delivery_id": ingests[n].delivery_id,
-                    "received_at": c.timestamp(ingests[n].received_at),
-                }
-                for n in claimants
-            ],
-            returning=True,
-        )
-        claimed = [n for n, row in zip(claimants, claims, strict=True) if row is not None]
-        results: dict[int, IngestResult] = {}
-        for n, row in zip(claimants, claims, strict=True):
-            if row is None:  # accepted before this batch
-                response = find_delivery(conn, ingests[n].source, ingests[n].delivery_id)
-                if response is None:  # pragma: no cover - the claimant commits its response with the claim
-                    raise StoreError(f"delivery {ingests[n].delivery_id} is recorded without a response")
-                results[n] = IngestResult(None, response, duplicate=True)
+        first_of, claimed, stored = self._claim(conn, cursor, ingests)
+        results: dict[int, IngestResult] = {
+            n: IngestResult(None, response, duplicate=True) for n, response in stored.items()
+        }
 
         if claimed:
-            idea_ids, created_by = self._ideas(cursor, [ingests[n] for n in claimed])
+            idea_ids, created_by = self._ideas(
+                cursor, [(ingests[n].idea, ingests[n].received_at) for n in claimed]
+            )
             task_ids = self._tasks(cursor, [ingests[n] for n in claimed], idea_ids)
             self._many(
                 cursor,
@@ -135,6 +120,7 @@ class Writes:
                 returning=False,
             )
             answers: list[dict[str, Any]] = []
+            aliases: list[dict[str, Any]] = []
             timed: list[tuple[NewEvent, datetime]] = []
             outgoing: list[tuple[Message, datetime]] = []
             for k, n in enumerate(claimed):
@@ -146,12 +132,18 @@ class Writes:
                     idea_created=created_by.get(idea_ids[k]) == k,
                 )
                 effects = ingest.effects(ids)
+                response = c.json(dict(effects.response))
                 answers.append(
+                    {"b_source": ingest.source, "b_delivery_id": ingest.delivery_id, "response": response}
+                )
+                aliases.extend(
                     {
-                        "b_source": ingest.source,
-                        "b_delivery_id": ingest.delivery_id,
-                        "response": c.json(dict(effects.response)),
+                        "source": source,
+                        "delivery_id": delivery_id,
+                        "received_at": c.timestamp(ingest.received_at),
+                        "response": response,
                     }
+                    for source, delivery_id in ingest.aliases
                 )
                 timed.extend((event, ingest.received_at) for event in effects.events)
                 outgoing.extend((message, ingest.received_at) for message in effects.messages)
@@ -159,30 +151,106 @@ class Writes:
                     ids, effects.response, duplicate=False, messages=len(effects.messages)
                 )
             self._many(cursor, q.answer_delivery.sql, answers, returning=False)
+            self._many(cursor, q.alias_delivery.sql, aliases, returning=False)
             self.enqueue(conn, outgoing)
             self.append_events(conn, timed)
+        return _in_order(ingests, first_of, results, lambda first: IngestResult(None, first.response, True))
 
-        ordered: list[IngestResult] = []
-        for n, ingest in enumerate(ingests):
-            first = first_of[(ingest.source, ingest.delivery_id)]
-            if first == n:
-                ordered.append(results[n])
-            else:
-                ordered.append(IngestResult(None, results[first].response, duplicate=True))
-        return ordered
+    def record(self, conn: sa.Connection, delivery: Delivery) -> DeliveryResult:
+        result: DeliveryResult = self.record_many(conn, [(delivery,)])[0]
+        return result
 
-    def _ideas(self, cursor: Any, ingests: list[Ingest]) -> tuple[list[uuid.UUID], dict[uuid.UUID, int]]:
-        """The idea of each ingest (created from the first draft of each source ref when it is new), and
-        for each created idea the index of the ingest that created it."""
+    def record_many(self, conn: sa.Connection, items: list[tuple[Any, ...]]) -> list[DeliveryResult]:
+        """Deliveries that start no run: claim each, create or find the ideas they name, store the answers,
+        enqueue their messages and append their events."""
+        deliveries: list[Delivery] = [item[0] for item in items]
+        q, c = self._q, self._c
+        cursor = cursor_of(conn)
+        first_of, claimed, stored = self._claim(conn, cursor, deliveries)
+        results: dict[int, DeliveryResult] = {
+            n: DeliveryResult(None, response, duplicate=True) for n, response in stored.items()
+        }
+        if claimed:
+            with_idea = [n for n in claimed if deliveries[n].idea is not None]
+            idea_ids, created_by = self._ideas(
+                cursor, [(_idea(deliveries[n].idea), deliveries[n].received_at) for n in with_idea]
+            )
+            idea_of = {n: (idea_ids[k], created_by.get(idea_ids[k]) == k) for k, n in enumerate(with_idea)}
+            answers: list[dict[str, Any]] = []
+            timed: list[tuple[NewEvent, datetime]] = []
+            outgoing: list[tuple[Message, datetime]] = []
+            for n in claimed:
+                delivery = deliveries[n]
+                idea_id, created = idea_of.get(n, (None, False))
+                ids = DeliveryIds(idea_id=idea_id, idea_created=created)
+                effects = delivery.effects(ids)
+                answers.append(
+                    {
+                        "b_source": delivery.source,
+                        "b_delivery_id": delivery.delivery_id,
+                        "response": c.json(dict(effects.response)),
+                    }
+                )
+                timed.extend((event, delivery.received_at) for event in effects.events)
+                outgoing.extend((message, delivery.received_at) for message in effects.messages)
+                results[n] = DeliveryResult(
+                    ids, effects.response, duplicate=False, messages=len(effects.messages)
+                )
+            self._many(cursor, q.answer_delivery.sql, answers, returning=False)
+            self.enqueue(conn, outgoing)
+            self.append_events(conn, timed)
+        return _in_order(
+            deliveries, first_of, results, lambda first: DeliveryResult(None, first.response, True)
+        )
+
+    def _claim(
+        self, conn: sa.Connection, cursor: Any, claims: Sequence[Ingest | Delivery]
+    ) -> tuple[dict[tuple[str, str], int], list[int], dict[int, Mapping[str, Any]]]:
+        """Claim each delivery id in the inbox; a later claim of the same id in the list is a duplicate of
+        the first. Returns the first claimant of each id, the claimants that won, and the stored answers of
+        those accepted before this batch."""
+        c = self._c
+        first_of: dict[tuple[str, str], int] = {}
+        for n, claim in enumerate(claims):
+            first_of.setdefault((claim.source, claim.delivery_id), n)
+        claimants = sorted(first_of.values())
+        rows = self._many(
+            cursor,
+            self._q.claim_delivery.sql,
+            [
+                {
+                    "source": claims[n].source,
+                    "delivery_id": claims[n].delivery_id,
+                    "received_at": c.timestamp(claims[n].received_at),
+                }
+                for n in claimants
+            ],
+            returning=True,
+        )
+        claimed = [n for n, row in zip(claimants, rows, strict=True) if row is not None]
+        stored: dict[int, Mapping[str, Any]] = {}
+        for n, row in zip(claimants, rows, strict=True):
+            if row is None:  # accepted before this batch
+                response = find_delivery(conn, claims[n].source, claims[n].delivery_id)
+                if response is None:  # pragma: no cover - the claimant commits its response with the claim
+                    raise StoreError(f"delivery {claims[n].delivery_id} is recorded without a response")
+                stored[n] = response
+        return first_of, claimed, stored
+
+    def _ideas(
+        self, cursor: Any, drafts: list[tuple[IdeaDraft, datetime]]
+    ) -> tuple[list[uuid.UUID], dict[uuid.UUID, int]]:
+        """The idea of each draft (created from the first draft of each source ref when it is new), and
+        for each created idea the index of the draft that created it."""
         q, c = self._q, self._c
         first: dict[tuple[str, str], int] = {}
-        for k, ingest in enumerate(ingests):
-            first.setdefault((ingest.idea.source.value, ingest.idea.source_ref), k)
+        for k, (draft, _at) in enumerate(drafts):
+            first.setdefault((draft.source.value, draft.source_ref), k)
         keys = list(first)
         inserted = self._many(
             cursor,
             q.insert_idea.sql,
-            [self._idea_values(ingests[first[key]]) for key in keys],
+            [self._idea_values(*drafts[first[key]]) for key in keys],
             returning=True,
         )
         missing = [key for key, row in zip(keys, inserted, strict=True) if row is None]
@@ -203,7 +271,7 @@ class Writes:
             if row is None:  # pragma: no cover - a conflicting idea is committed before we can see it
                 raise StoreError(f"idea {key[1]} conflicts but cannot be found")
             id_of[key] = _uuid(c.uuid_out(row[0]))
-        return [id_of[(i.idea.source.value, i.idea.source_ref)] for i in ingests], created_by
+        return [id_of[(draft.source.value, draft.source_ref)] for draft, _at in drafts], created_by
 
     def _tasks(self, cursor: Any, ingests: list[Ingest], idea_ids: list[uuid.UUID]) -> list[uuid.UUID]:
         """The task of each ingest: created from the first draft of each (idea, key); an existing task, or
@@ -245,9 +313,9 @@ class Writes:
                 id_of[key] = _uuid(c.uuid_out(row[0]))
         return [id_of[(idea_ids[k], ingest.task.key)] for k, ingest in enumerate(ingests)]
 
-    def _idea_values(self, ingest: Ingest) -> dict[str, Any]:
-        c, draft = self._c, ingest.idea
-        now = c.timestamp(ingest.received_at)
+    def _idea_values(self, draft: IdeaDraft, at: datetime) -> dict[str, Any]:
+        c = self._c
+        now = c.timestamp(at)
         return {
             "id": c.uuid(draft.id),
             "source": draft.source.value,
@@ -584,6 +652,25 @@ def outbox_entry(row: Sequence[Any], codec: Codec) -> OutboxEntry:
         ),
         created_at=at,
     )
+
+
+def _idea(draft: IdeaDraft | None) -> IdeaDraft:
+    assert draft is not None
+    return draft
+
+
+def _in_order(
+    claims: Sequence[Ingest | Delivery],
+    first_of: Mapping[tuple[str, str], int],
+    results: Mapping[int, T],
+    repeat: Callable[[T], T],
+) -> list[T]:
+    """Each claim's result: its own when it was the first of its delivery id, else a replay of the first."""
+    ordered: list[T] = []
+    for n, claim in enumerate(claims):
+        first = first_of[(claim.source, claim.delivery_id)]
+        ordered.append(results[n] if first == n else repeat(results[first]))
+    return ordered
 
 
 def _uuid(value: uuid.UUID | None) -> uuid.UUID:
