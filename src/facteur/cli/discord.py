@@ -1,0 +1,233 @@
+"""``facteur discord …``: set up the Discord application whose interactions reach ``/webhooks/discord``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.markup import escape
+
+from facteur import __version__
+from facteur.settings import MASK, DiscordSettings
+
+if TYPE_CHECKING:
+    import httpx
+
+app = typer.Typer(
+    help="Discord: the slash commands whose interactions reach /webhooks/discord.", no_args_is_help=True
+)
+
+#: the one slash command Facteur answers (a CHAT_INPUT command without options: it opens a form)
+PLAN_COMMAND: dict[str, Any] = {
+    "name": "plan",
+    "type": 1,
+    "description": "Request a planning run: describe the work in the form that opens.",
+}
+TIMEOUT_SECONDS = 10.0
+#: the longest rate-limit wait honoured before giving up
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def _new_client() -> httpx.Client:
+    import httpx
+
+    return httpx.Client(timeout=TIMEOUT_SECONDS)
+
+
+#: builds the HTTP client for Discord's API; tests replace it with one on an ``httpx.MockTransport``
+client_factory: Callable[[], httpx.Client] = _new_client
+#: waits out a 429 before the one retry; tests replace it
+sleep: Callable[[float], None] = time.sleep
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML configuration file (else FACTEUR_CONFIG_FILE).", show_default=False
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the request that would be made; send nothing.")
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Where the commands are registered: one guild (visible at once) or every guild (global)."""
+
+    application_id: str
+    guild_id: str | None
+    url: str
+
+    @classmethod
+    def of(cls, settings: DiscordSettings, application_id: str) -> Registration:
+        base = f"{settings.api_url.rstrip('/')}/applications/{application_id}"
+        if settings.guild_id:
+            return cls(application_id, settings.guild_id, f"{base}/guilds/{settings.guild_id}/commands")
+        return cls(application_id, None, f"{base}/commands")
+
+    @property
+    def scope(self) -> str:
+        return "guild" if self.guild_id else "global"
+
+    def where(self) -> str:
+        if self.guild_id:
+            return f"in guild {self.guild_id} of application {self.application_id}"
+        return (
+            f"globally for application {self.application_id} "
+            "(discord.guild_id is not set; global commands can take up to an hour to appear)"
+        )
+
+
+def request_headers(token: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bot {token}",
+        "Content-Type": "application/json",
+        "User-Agent": f"DiscordBot (facteur, {__version__})",
+    }
+
+
+@app.command("register-commands")
+def register_commands(
+    config: ConfigOption = None, as_json: JsonOption = False, dry_run: DryRunOption = False
+) -> None:
+    """Register the /plan slash command: in discord.guild_id when set, else globally."""
+    from facteur.cli.main import settings_or_exit
+
+    settings = settings_or_exit(config).discord
+    if not settings.application_id:
+        _fail("discord.application_id is not set (env DISCORD_APPLICATION_ID)", 2)
+    target = Registration.of(settings, settings.application_id)
+    body = [PLAN_COMMAND]
+    if dry_run:
+        _print_dry_run(target, body, as_json=as_json)
+        return
+    if settings.bot_token is None or not settings.bot_token.get_secret_value():
+        _fail("discord.bot_token is not set (env DISCORD_BOT_TOKEN)", 2)
+    token = settings.bot_token.get_secret_value()
+    response = _put(target.url, request_headers(token), body, token)
+    if response.status_code >= 400:
+        _fail(_scrub(_refusal(response), token))
+    commands = _registered(response)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "application_id": target.application_id,
+                    "scope": target.scope,
+                    "guild_id": target.guild_id,
+                    "url": target.url,
+                    "commands": commands,
+                }
+            )
+        )
+        return
+    names = ", ".join(f"/{c['name']} (id {c['id']})" for c in commands) or "no commands"
+    typer.echo(f"registered {names} {target.where()}")
+
+
+def _print_dry_run(target: Registration, body: list[dict[str, Any]], *, as_json: bool) -> None:
+    headers = request_headers(MASK)
+    if as_json:
+        document = {
+            "dry_run": True,
+            "application_id": target.application_id,
+            "scope": target.scope,
+            "guild_id": target.guild_id,
+            "method": "PUT",
+            "url": target.url,
+            "headers": headers,
+            "body": body,
+        }
+        typer.echo(json.dumps(document))
+        return
+    typer.echo(f"dry run: would register /plan {target.where()}")
+    typer.echo(f"PUT {target.url}")
+    for name, value in headers.items():
+        typer.echo(f"{name}: {value}")
+    typer.echo("")
+    typer.echo(json.dumps(body, indent=2))
+
+
+def _put(url: str, headers: dict[str, str], body: list[dict[str, Any]], token: str) -> httpx.Response:
+    """PUT the commands; a 429 is waited out once (``retry_after``, at most a minute), then retried."""
+    import httpx
+
+    try:
+        with client_factory() as client:
+            response = client.put(url, headers=headers, json=body)
+            if response.status_code == 429:
+                wait = _retry_after(response)
+                if wait > MAX_RETRY_AFTER_SECONDS:
+                    _fail(f"Discord rate-limited the request for {wait:.0f} s; try again later")
+                sleep(wait)
+                response = client.put(url, headers=headers, json=body)
+                if response.status_code == 429:
+                    _fail("Discord rate-limited the request again after waiting; try again later")
+            return response
+    except httpx.HTTPError as exc:
+        _fail(_scrub(f"cannot reach Discord at {url}: {exc or type(exc).__name__}", token))
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds to wait, from the body's ``retry_after`` or the ``Retry-After`` header (1 s if neither)."""
+    candidates: list[Any] = []
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        candidates.append(document.get("retry_after"))
+    candidates.append(response.headers.get("retry-after"))
+    for candidate in candidates:
+        if isinstance(candidate, bool) or candidate is None:
+            continue
+        try:
+            seconds = float(candidate)
+        except (TypeError, ValueError):
+            continue
+        if seconds >= 0:
+            return seconds
+    return 1.0
+
+
+def _refusal(response: httpx.Response) -> str:
+    """One line: the HTTP status, and Discord's ``message`` (and error ``code``) when the body has one."""
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    message = document.get("message") if isinstance(document, dict) else None
+    code = document.get("code") if isinstance(document, dict) else None
+    status = f"HTTP {response.status_code}" + (f", code {code}" if isinstance(code, int) and code else "")
+    detail = message if isinstance(message, str) and message else (response.reason_phrase or "no detail")
+    return f"Discord refused the request ({status}): {' '.join(detail.split())}"
+
+
+def _registered(response: httpx.Response) -> list[dict[str, str]]:
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if not isinstance(document, list):
+        return [{"name": str(PLAN_COMMAND["name"]), "id": "?"}]
+    return [
+        {"name": str(item.get("name", "?")), "id": str(item.get("id", "?"))}
+        for item in document
+        if isinstance(item, dict)
+    ]
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, MASK) if token else text
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    from facteur.cli.main import fail
+
+    fail(escape(message), code)
