@@ -102,3 +102,12 @@ def kafka(kafka_server: KafkaServer) -> KafkaServer:
         except KafkaUnavailable as exc:
             unavailable(f"the Kafka test broker (noida-db) could not restart: {exc}")
     return kafka_server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A migrated-on-start database URL: SQLite, then PostgreSQL."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return sqlite_url

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from facteur import __version__
-from facteur.api import codex_tasks, errors, health
+from facteur.api import codex_tasks, errors, health, webhooks
 from facteur.runtime import Runtime, build_runtime
 from facteur.settings import Settings
 
@@ -38,4 +38,5 @@ def create_app(settings: Settings, *, runtime_factory: RuntimeFactory | None = N
     errors.install(app)
     app.include_router(health.router)
     app.router.routes.append(codex_tasks.route)
+    app.router.routes.append(webhooks.route)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 from facteur.bus import build_broker
@@ -20,7 +21,11 @@ from facteur.errors import FacteurError, StoreUnavailable
 from facteur.executors.local import LocalExecutor
 from facteur.executors.none import NoneExecutor
 from facteur.executors.port import Executor
+from facteur.forge.port import Forge
 from facteur.intake.codex_tasks import CodexTaskIntake
+from facteur.intake.discord import DiscordIntake
+from facteur.intake.discord_plans import DiscordPlans
+from facteur.intake.github import GitHubIntake
 from facteur.orchestrator.dispatch import Dispatcher
 from facteur.settings import Settings
 from facteur.store.migrate import head_revision
@@ -46,6 +51,10 @@ class Runtime:
     executor: Executor
     dispatcher: Dispatcher
     intake: CodexTaskIntake
+    github: GitHubIntake
+    discord: DiscordIntake
+    #: GitHub (when a token or App is configured), else None: intake then skips its GitHub calls
+    forge: Forge | None = None
     #: the bus; set when the outbox relay or ``bus.consume_codex_tasks`` is on (or given by tests)
     broker: Broker | None = None
     #: publishes the outbox to the broker (``bus.outbox.relay_enabled``)
@@ -165,6 +174,8 @@ class Runtime:
         if self.broker is not None:
             await self.broker.close()
         await self.executor.aclose()
+        if self.forge is not None:
+            await self.forge.close()
         await self.store.close()
 
 
@@ -179,6 +190,24 @@ async def build_executor(settings: Settings, clock: Clock) -> Executor:
     return NoneExecutor()
 
 
+def build_forge(settings: Settings) -> Forge | None:
+    """The GitHub forge when a token or a GitHub App is configured."""
+    if settings.github.token is None and settings.github.app_id is None:
+        return None
+    from facteur.forge.github import GitHubForge
+
+    return GitHubForge.from_settings(settings.github)
+
+
+def workflow_identifier() -> str | None:
+    """The Argo workflow this process runs in (name, uid or namespace), appended to ready comments."""
+    for name in ("ARGO_WORKFLOW_NAME", "ARGO_WORKFLOW_UID", "ARGO_WORKFLOW_NAMESPACE"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
 async def build_runtime(
     settings: Settings,
     *,
@@ -187,6 +216,7 @@ async def build_runtime(
     store: Store | None = None,
     executor: Executor | None = None,
     broker: Broker | None = None,
+    forge: Forge | None = None,
 ) -> Runtime:
     """Wire the adapters the settings ask for (or the ones given, in tests)."""
     clock = clock or SystemClock()
@@ -216,6 +246,18 @@ async def build_runtime(
         ids=ids,
         planning_enabled=settings.codex_dispatch.planning_enabled,
     )
+    if forge is None:
+        forge = build_forge(settings)
+    github = GitHubIntake(
+        store=store,
+        codex_tasks=intake,
+        forge=forge,
+        github=settings.github,
+        codex=settings.codex,
+        topics=settings.bus.topics,
+        clock=clock,
+        workflow_identifier=workflow_identifier(),
+    )
     return Runtime(
         settings=settings,
         clock=clock,
@@ -224,6 +266,13 @@ async def build_runtime(
         executor=executor,
         dispatcher=dispatcher,
         intake=intake,
+        github=github,
+        discord=DiscordIntake(
+            settings=settings.discord,
+            clock=clock,
+            sink=DiscordPlans(store=store, ids=ids, topic=settings.bus.topics.discord_commands),
+        ),
+        forge=forge,
         broker=broker,
         relay=relay,
     )

@@ -13,6 +13,7 @@ from facteur.clock import Clock, Ids
 from facteur.errors import ExecutorUnavailable
 from facteur.executors.none import NoneExecutor
 from facteur.executors.port import Executor, Submission, WorkflowRequest
+from facteur.forge.port import Forge
 from facteur.runtime import Runtime, build_runtime
 from facteur.settings import Settings
 from facteur.store.port import Store
@@ -32,9 +33,10 @@ async def running_app(
     ids: Ids | None = None,
     store: Store | None = None,
     executor: Executor | None = None,
+    forge: Forge | None = None,
 ) -> AsyncIterator[Running]:
     async def factory(s: Settings) -> Runtime:
-        return await build_runtime(s, clock=clock, ids=ids, store=store, executor=executor)
+        return await build_runtime(s, clock=clock, ids=ids, store=store, executor=executor, forge=forge)
 
     app = create_app(settings, runtime_factory=factory)
     async with app.router.lifespan_context(app):

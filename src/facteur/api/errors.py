@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from facteur.errors import FacteurError, InvalidInput, NotFound, StoreUnavailable
+from facteur.errors import FacteurError, ForgeError, InvalidInput, NotFound, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,12 @@ def install(app: FastAPI) -> None:
     async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
         logger.warning("request failed, store unavailable: error=%s", exc.message)
         return error_response(503, "store unavailable", exc.message)
+
+    @app.exception_handler(ForgeError)
+    async def _forge(_request: Request, exc: ForgeError) -> JSONResponse:
+        # nothing was recorded: a redelivery tries again
+        logger.warning("request failed, forge error: error=%s", exc.message)
+        return error_response(502, "forge unavailable", exc.message)
 
     @app.exception_handler(FacteurError)
     async def _facteur(_request: Request, exc: FacteurError) -> JSONResponse:

@@ -122,6 +122,10 @@ class IssueDraft:
 
 
 class Forge(Protocol):
+    async def close(self) -> None:
+        """Release connections (the adapter is not used afterwards)."""
+        ...
+
     # --- issues ---------------------------------------------------------------------------------------------
     async def get_issue(self, repo: str, number: int) -> Issue: ...
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from facteur.bus.port import Message
 from facteur.clock import Clock, Ids
 from facteur.domain import codex_task
 from facteur.domain.events import NewEvent
@@ -29,6 +30,14 @@ logger = logging.getLogger(__name__)
 
 DELIVERY_SOURCE = "codex_task"
 ACTOR = "intake:codex_task"
+
+
+@dataclass(frozen=True, slots=True)
+class IdeaDetails:
+    """What an idea spec says about the idea a task belongs to (used when the idea is new)."""
+
+    priority: int
+    spec: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,30 @@ class CodexTaskIntake:
         known = self._answers.get(accepted.delivery_id)
         if known is not None:
             return self._replay(accepted, known)
+        return await self.admit(accepted, raw)
 
+    async def admit(
+        self,
+        accepted: codex_task.AcceptedTask,
+        raw: bytes,
+        *,
+        source: str = DELIVERY_SOURCE,
+        key: str | None = None,
+        aliases: Sequence[tuple[str, str]] = (),
+        answer: Mapping[str, Any] | None = None,
+        messages: Callable[[IngestIds], Sequence[Message]] | None = None,
+        idea: IdeaDetails | None = None,
+        actor: str = ACTOR,
+    ) -> Answer:
+        """Record the task (idea, task, run, events) under the inbox key ``(source, key or delivery id)``
+        (the shared path of every stage trigger) and submit planning runs.
+
+        Other intakes (GitHub webhooks) claim their own key and name the ``codex_task`` key among the
+        ``aliases``, so that the same task arriving again through the bus is a duplicate; ``answer`` fields
+        join the stored answer, ``messages`` go to the outbox in the same transaction, ``idea`` carries
+        what an idea spec says about a new idea.
+        """
+        task = accepted.task
         executor = self._dispatcher.executor
         dispatch = accepted.stage is Stage.PLANNING and self._planning_enabled
         now = self._clock.now()
@@ -96,7 +128,8 @@ class CodexTaskIntake:
         event_body = json.dumps(message, separators=(",", ":")).encode()
 
         def effects(ids: IngestIds) -> IngestEffects:
-            response = {
+            response: dict[str, Any] = {
+                **(answer or {}),
                 "stage": accepted.stage.value,
                 "namespace": executor.namespace if dispatch else None,
                 "workflowName": name,
@@ -110,7 +143,7 @@ class CodexTaskIntake:
                 events.append(
                     NewEvent(
                         kind="idea.registered",
-                        actor=ACTOR,
+                        actor=actor,
                         payload={"source": IdeaSource.GITHUB_ISSUE.value, "title": title},
                         idea_id=ids.idea_id,
                     )
@@ -118,7 +151,7 @@ class CodexTaskIntake:
             events.append(
                 NewEvent(
                     kind="codex_task.accepted",
-                    actor=ACTOR,
+                    actor=actor,
                     payload={
                         "delivery_id": accepted.delivery_id,
                         "stage": accepted.stage.value,
@@ -133,12 +166,17 @@ class CodexTaskIntake:
                     run_id=ids.run_id,
                 )
             )
-            return IngestEffects(response=response, events=events)
+            outgoing = list(messages(ids)) if messages is not None else []
+            return IngestEffects(response=response, events=events, messages=outgoing)
 
+        spec: dict[str, Any] = {"issue_url": task.issue_url, "body": task.issue_body}
+        if idea is not None:
+            spec.update(idea.spec)
         result = await self._store.ingest(
             Ingest(
-                source=DELIVERY_SOURCE,
-                delivery_id=accepted.delivery_id,
+                source=source,
+                aliases=aliases,
+                delivery_id=key or accepted.delivery_id,
                 received_at=now,
                 idea=IdeaDraft(
                     id=self._ids.new_id(),
@@ -147,7 +185,8 @@ class CodexTaskIntake:
                     repository=accepted.repository,
                     title=title,
                     initiator=task.sender,
-                    spec={"issue_url": task.issue_url, "body": task.issue_body},
+                    spec=spec,
+                    priority=2 if idea is None else idea.priority,
                 ),
                 task=TaskDraft(
                     id=self._ids.new_id(),
@@ -171,7 +210,8 @@ class CodexTaskIntake:
             )
         )
         if result.duplicate:
-            self._answers.remember(accepted.delivery_id, result.response)
+            if source == DELIVERY_SOURCE:  # else the stored answer is the one of the key claimed first
+                self._answers.remember(accepted.delivery_id, result.response)
             return self._replay(accepted, result.response)
         self._answers.remember(accepted.delivery_id, result.response)
         if dispatch and result.ids is not None:

@@ -51,14 +51,6 @@ def settings_for(url: str, **env: str) -> Settings:
     return load_settings(environ={"FACTEUR_DATABASE__URL": url, "FACTEUR_EXECUTOR__KIND": "none", **env})
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return sqlite_url
-
-
 @pytest.fixture
 def executor() -> NoneExecutor:
     return NoneExecutor()
