@@ -31,7 +31,6 @@ from facteur.domain.review_context import (
 )
 from facteur.domain.stages import Stage
 from facteur.domain.untrusted import (
-    IDEA_SPEC_MARKER,
     PLAN_MARKER,
     PLANNING_PLACEHOLDER_COMMENT,
     is_placeholder,
@@ -43,6 +42,7 @@ from facteur.intake.codex_tasks import CodexTaskIntake, IdeaDetails
 from facteur.intake.github_delivery import WebhookDelivery
 from facteur.intake.github_messages import raw_message, task_key, task_messages
 from facteur.intake.github_pulls import PullActivityHandler
+from facteur.intake.github_specs import SpecComments
 from facteur.intake.github_triggers import (
     Decision,
     Ignored,
@@ -100,6 +100,7 @@ class GitHubIntake:
         self._codex = codex
         self._topics = topics
         self._clock = clock
+        self._specs = SpecComments(forge)
         self._pulls = PullActivityHandler(
             forge=forge,
             handoff_comment=github.review_handoff_comment,
@@ -147,7 +148,7 @@ class GitHubIntake:
             try:
                 spec = parse_idea_spec(issue.body)
             except InvalidIdeaSpec as exc:
-                await self._post_spec_problems(issue, render_spec_problems(exc.problems))
+                await self._specs.report_problems(issue, render_spec_problems(exc.problems))
                 return await self._ignore(
                     delivery,
                     Ignored(f"the idea spec is invalid: {'; '.join(str(p) for p in exc.problems)}"),
@@ -155,7 +156,7 @@ class GitHubIntake:
                 )
             details = IdeaDetails(priority=spec.priority, spec=spec.to_json())
             if trigger.edited:
-                fixed = await self._spec_fixed(issue)
+                fixed = await self._specs.mark_fixed(issue)
                 if not fixed:
                     return await self._ignore(
                         delivery, Ignored("issues.edited of a valid spec starts nothing")
@@ -167,15 +168,7 @@ class GitHubIntake:
         if placeholder == "plan":
             return await self._ignore(delivery, Ignored("a plan already exists for this issue"))
         head = branch_name(self._codex.branch_prefix, issue.number, delivery.delivery_id)
-        prompt = prompts.planning_prompt(
-            repository=issue.repository,
-            issue_number=issue.number,
-            issue_title=issue.title,
-            issue_url=issue.url,
-            base=issue.base,
-            head=head,
-            issue_body=issue.body,
-        )
+        prompt = prompts.planning_prompt(**_prompt_fields(issue, head))
         task = self._task(Stage.PLANNING, delivery, issue, head=head, prompt=prompt)
         answer = await self._admit(delivery, Stage.PLANNING, task, issue.number, details=details)
         if not answer.duplicate and self._forge is not None:
@@ -210,43 +203,6 @@ class GitHubIntake:
             )
             return "none"
 
-    async def _post_spec_problems(self, issue: IssueRef, body: str) -> None:
-        """One comment per issue explaining what the spec lacks: created once, updated after edits."""
-        if self._forge is None:
-            logger.info(
-                "no forge configured: idea spec problems not posted for %s#%s", issue.repository, issue.number
-            )
-            return
-        try:
-            existing = await self._forge.latest_comment_with(issue.repository, issue.number, IDEA_SPEC_MARKER)
-            if existing is None:
-                await self._forge.create_comment(issue.repository, issue.number, body)
-            elif existing.body != body:
-                await self._forge.update_comment(issue.repository, existing.id, body)
-        except ForgeError as exc:
-            logger.warning(
-                "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc
-            )
-
-    async def _spec_fixed(self, issue: IssueRef) -> bool:
-        """After an edit made a spec valid: whether planning had been held back by it (a problems comment
-        exists); that comment then says the spec is valid."""
-        if self._forge is None:
-            return False
-        try:
-            existing = await self._forge.latest_comment_with(issue.repository, issue.number, IDEA_SPEC_MARKER)
-            if existing is None or SPEC_VALID_NOTE in existing.body:
-                return False
-            await self._forge.update_comment(
-                issue.repository, existing.id, f"{IDEA_SPEC_MARKER}\n{SPEC_VALID_NOTE}"
-            )
-            return True
-        except ForgeError as exc:
-            logger.warning(
-                "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc
-            )
-            return False
-
     # --- implementation -------------------------------------------------------------------------------------
 
     async def _implementation(
@@ -256,14 +212,7 @@ class GitHubIntake:
         plan = trigger.plan or await self._latest_plan(issue)
         head = branch_name(self._codex.branch_prefix, issue.number, delivery.delivery_id)
         prompt = prompts.implementation_prompt(
-            repository=issue.repository,
-            issue_number=issue.number,
-            issue_title=issue.title,
-            issue_url=issue.url,
-            base=issue.base,
-            head=head,
-            issue_body=issue.body,
-            plan_body=plan.body if plan else None,
+            **_prompt_fields(issue, head), plan_body=plan.body if plan else None
         )
         task = self._task(Stage.IMPLEMENTATION, delivery, issue, head=head, prompt=prompt)
         if plan is not None:
@@ -504,7 +453,17 @@ class GitHubIntake:
         return WebhookAnswer(dict(result.response), duplicate=False)
 
 
-SPEC_VALID_NOTE = "The idea spec is valid now; planning has started."
+def _prompt_fields(issue: IssueRef, head: str) -> dict[str, Any]:
+    """The issue's part of the planning and implementation prompts."""
+    return {
+        "repository": issue.repository,
+        "issue_number": issue.number,
+        "issue_title": issue.title,
+        "issue_url": issue.url,
+        "base": issue.base,
+        "head": head,
+        "issue_body": issue.body,
+    }
 
 
 def _sender(delivery: WebhookDelivery) -> Any:

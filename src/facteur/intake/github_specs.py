@@ -1,0 +1,57 @@
+"""The one comment an idea-spec issue gets while its spec is invalid (``<!-- facteur:idea-spec -->``):
+posted once, updated after edits, and turned into a note that planning started once an edit fixes it."""
+
+from __future__ import annotations
+
+import logging
+
+from facteur.domain.untrusted import IDEA_SPEC_MARKER
+from facteur.errors import ForgeError
+from facteur.forge.port import Forge
+from facteur.intake.github_triggers import IssueRef
+
+logger = logging.getLogger(__name__)
+
+SPEC_VALID_NOTE = "The idea spec is valid now; planning has started."
+
+
+class SpecComments:
+    def __init__(self, forge: Forge | None) -> None:
+        self._forge = forge
+
+    async def report_problems(self, issue: IssueRef, body: str) -> None:
+        """One comment per issue explaining what the spec lacks: created once, updated after edits."""
+        if self._forge is None:
+            logger.info(
+                "no forge configured: idea spec problems not posted for %s#%s", issue.repository, issue.number
+            )
+            return
+        try:
+            existing = await self._forge.latest_comment_with(issue.repository, issue.number, IDEA_SPEC_MARKER)
+            if existing is None:
+                await self._forge.create_comment(issue.repository, issue.number, body)
+            elif existing.body != body:
+                await self._forge.update_comment(issue.repository, existing.id, body)
+        except ForgeError as exc:
+            logger.warning(
+                "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc
+            )
+
+    async def mark_fixed(self, issue: IssueRef) -> bool:
+        """After an edit made a spec valid: whether planning had been held back by it (a problems comment
+        exists); that comment then says the spec is valid."""
+        if self._forge is None:
+            return False
+        try:
+            existing = await self._forge.latest_comment_with(issue.repository, issue.number, IDEA_SPEC_MARKER)
+            if existing is None or SPEC_VALID_NOTE in existing.body:
+                return False
+            await self._forge.update_comment(
+                issue.repository, existing.id, f"{IDEA_SPEC_MARKER}\n{SPEC_VALID_NOTE}"
+            )
+            return True
+        except ForgeError as exc:
+            logger.warning(
+                "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc
+            )
+            return False
