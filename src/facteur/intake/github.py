@@ -144,6 +144,7 @@ class GitHubIntake:
     async def _planning(self, delivery: WebhookDelivery, trigger: PlanningTrigger) -> WebhookAnswer:
         issue = trigger.issue
         details: IdeaDetails | None = None
+        held: int | None = None  # the problems comment to update once planning is recorded
         if is_idea_spec(issue.body):
             try:
                 spec = parse_idea_spec(issue.body)
@@ -156,8 +157,8 @@ class GitHubIntake:
                 )
             details = IdeaDetails(priority=spec.priority, spec=spec.to_json())
             if trigger.edited:
-                fixed = await self._specs.mark_fixed(issue)
-                if not fixed:
+                held = await self._specs.held_back(issue)
+                if held is None:
                     return await self._ignore(
                         delivery, Ignored("issues.edited of a valid spec starts nothing")
                     )
@@ -171,6 +172,8 @@ class GitHubIntake:
         prompt = prompts.planning_prompt(**_prompt_fields(issue, head))
         task = self._task(Stage.PLANNING, delivery, issue, head=head, prompt=prompt)
         answer = await self._admit(delivery, Stage.PLANNING, task, issue.number, details=details)
+        if held is not None and not answer.duplicate:
+            await self._specs.mark_fixed(issue, held)
         if not answer.duplicate and self._forge is not None:
             try:
                 await self._forge.add_reaction(
@@ -342,6 +345,11 @@ class GitHubIntake:
     ) -> WebhookAnswer:
         now = self._clock.now()
         accepted = codex_task.accept(task)
+        earlier = await self._store.find_delivery(CODEX_TASK_SOURCE, delivery.delivery_id)
+        if earlier is not None:  # the same task came first through POST /codex/tasks or the bus
+            return await self._ignore(
+                delivery, Ignored(f"the {stage.value} task of this delivery was recorded before")
+            )
         outgoing = task_messages(
             task,
             key=task_key(stage, number, fingerprint),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,8 @@ from facteur.bus.port import Headers
 from facteur.errors import InvalidInput
 
 SIGNATURE_HEADER = "x-hub-signature-256"
+#: a JSON escape of a UTF-16 surrogate, or a surrogate encoded in the bytes (json decodes "surrogatepass")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _SIGNATURE_PREFIX = "sha256="
 
 
@@ -50,6 +53,11 @@ def parse_delivery(body: bytes, headers: Mapping[str, str], *, fallback_id: str)
         raise InvalidInput(f"Invalid JSON body: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidInput(f"Invalid JSON body: expected an object, got {type(payload).__name__}")
+    if _SURROGATE_ESCAPE.search(body):  # escapes of surrogates: valid only in pairs
+        try:
+            json.dumps(payload, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidInput("Invalid JSON body: a string holds an unpaired UTF-16 surrogate") from None
     delivery_id = (headers.get("x-github-delivery") or "").strip() or fallback_id
     if len(delivery_id) > 200:
         raise InvalidInput("X-GitHub-Delivery is longer than 200 characters")

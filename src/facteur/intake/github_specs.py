@@ -37,21 +37,31 @@ class SpecComments:
                 "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc
             )
 
-    async def mark_fixed(self, issue: IssueRef) -> bool:
-        """After an edit made a spec valid: whether planning had been held back by it (a problems comment
-        exists); that comment then says the spec is valid."""
+    async def held_back(self, issue: IssueRef) -> int | None:
+        """After an edit made a spec valid: the id of the problems comment when planning had been held back
+        by the spec (None otherwise)."""
         if self._forge is None:
-            return False
+            return None
         try:
             existing = await self._forge.latest_comment_with(issue.repository, issue.number, IDEA_SPEC_MARKER)
-            if existing is None or SPEC_VALID_NOTE in existing.body:
-                return False
-            await self._forge.update_comment(
-                issue.repository, existing.id, f"{IDEA_SPEC_MARKER}\n{SPEC_VALID_NOTE}"
-            )
-            return True
         except ForgeError as exc:
             logger.warning(
                 "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc
             )
-            return False
+            return None
+        if existing is None or SPEC_VALID_NOTE in existing.body:
+            return None
+        return existing.id
+
+    async def mark_fixed(self, issue: IssueRef, comment_id: int) -> None:
+        """Once planning is recorded: the problems comment says the spec is valid now."""
+        if self._forge is None:
+            return
+        try:
+            await self._forge.update_comment(
+                issue.repository, comment_id, f"{IDEA_SPEC_MARKER}\n{SPEC_VALID_NOTE}"
+            )
+        except ForgeError as exc:
+            logger.warning(
+                "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc
+            )

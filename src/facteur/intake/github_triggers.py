@@ -15,6 +15,10 @@ from facteur.domain.untrusted import PLAN_MARKER, is_placeholder
 from facteur.intake.github_delivery import WebhookDelivery
 from facteur.settings import CodexSettings
 
+INT64_MAX = 2**63 - 1
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.]{5,20}(Z|[+-]\d{2}:?\d{2})?")
+
 #: comment author associations allowed to ask for a review
 REVIEW_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 #: ``pull_request`` actions whose activity is evaluated (undraft, ready-to-merge comment)
@@ -226,6 +230,8 @@ def _review(payload: Mapping[str, Any], codex: CodexSettings) -> Decision | None
     number = _int(issue, "number")
     comment_id = _int(comment, "id")
     updated_at = _str(comment, "updated_at")
+    if updated_at is not None and not _TIMESTAMP.fullmatch(updated_at):
+        updated_at = None
     if repository is None or number is None or comment_id is None or not updated_at:
         return Ignored("the review request lacks a repository, pull request number, comment id or time")
     return ReviewTrigger(
@@ -252,12 +258,12 @@ def _pull_activity(payload: Mapping[str, Any], action: str, *, from_review: bool
 def repository_name(payload: Mapping[str, Any], issue: Mapping[str, Any] | None) -> str | None:
     """``repository.full_name``, else the last two segments of ``issue.repository_url``."""
     name = _str(_obj(payload, "repository"), "full_name")
-    if name and re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+    if name and _REPOSITORY.fullmatch(name):
         return name
     url = _str(issue, "repository_url") if issue is not None else None
     if url:
         parts = [p for p in url.rstrip("/").split("/") if p]
-        if len(parts) >= 2 and re.fullmatch(r"[\w.-]+/[\w.-]+", f"{parts[-2]}/{parts[-1]}"):
+        if len(parts) >= 2 and _REPOSITORY.fullmatch(f"{parts[-2]}/{parts[-1]}"):
             return f"{parts[-2]}/{parts[-1]}"
     return None
 
@@ -303,4 +309,6 @@ def _str(parent: Mapping[str, Any] | None, key: str) -> str | None:
 
 def _int(parent: Mapping[str, Any] | None, key: str) -> int | None:
     value = parent.get(key) if parent is not None else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= INT64_MAX:
+        return None
+    return value

@@ -458,3 +458,61 @@ def test_secret_is_the_signing_key() -> None:
 
     assert signature_valid(SECRET, body, headers["X-Hub-Signature-256"])
     assert not signature_valid("other", body, headers["X-Hub-Signature-256"])
+
+
+async def test_signed_but_hostile_payloads_never_answer_500(sqlite_url: str, github: FakeGitHub) -> None:
+    issue = github.add_issue(REPO)
+    async with hooked_app(webhook_settings(sqlite_url), github) as app:
+        huge = issue_payload(REPO, issue.number)
+        huge["issue"]["number"] = 2**64
+        response = await app.post("issues", huge)
+        assert response.status_code == 202
+        assert response.json()["reason"] == "the payload has no issue number"
+
+        plan = comment_payload(REPO, issue.number, f"{PLAN_MARKER}\n### Objective\nx", comment_id=2**63)
+        response = await app.post("issue_comment", plan)
+        assert response.status_code == 202
+
+        lone = json.dumps(issue_payload(REPO, issue.number)).replace("Make it faster", "\\ud800").encode()
+        response = await app.post("issues", lone)
+        assert response.status_code == 400
+        assert "surrogate" in response.json()["detail"]
+        paired = json.dumps(issue_payload(REPO, issue.number, body="ship it \U0001f680")).encode()
+        assert b"\\ud83d" in paired
+        response = await app.post("issues", paired)
+        assert response.json()["codexStageTriggered"] == "planning"
+
+        foreign = issue_payload("ówner/widgets", issue.number)
+        foreign["issue"]["repository_url"] = "https://api.github.com/repos/ówner/widgets"
+        response = await app.post("issues", foreign)
+        assert response.json()["reason"] == "the repository cannot be derived from the payload"
+
+        odd_time = comment_payload(REPO, issue.number, "@tuslagch review", pull=True, updated_at="x" * 400)
+        response = await app.post("issue_comment", odd_time)
+        assert response.status_code == 202
+        assert response.json()["status"] == "ignored"
+        assert github.violations == []
+
+
+async def test_a_task_recorded_first_through_codex_tasks_is_not_recorded_twice(
+    sqlite_url: str, github: FakeGitHub
+) -> None:
+    issue = github.add_issue(REPO)
+    async with hooked_app(webhook_settings(sqlite_url), github) as app:
+        task = pb.CodexTask(
+            stage=pb.CODEX_TASK_STAGE_PLANNING,
+            repository=REPO,
+            issue_number=issue.number,
+            delivery_id="seen-before",
+            prompt="p",
+        )
+        first = await app.running.client.post(
+            "/codex/tasks",
+            content=task.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        assert first.status_code == 202
+        response = await app.post("issues", issue_payload(REPO, issue.number), delivery="seen-before")
+        assert response.status_code == 202
+        assert response.json()["status"] == "ignored"
+        assert "recorded before" in response.json()["reason"]
