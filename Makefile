@@ -11,7 +11,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help run test check lint format typecheck proto bench bench-bus sync system-deps clean
+.PHONY: help run test check lint format typecheck proto bench bench-bus bench-webhooks sync system-deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ proto: sync ## regenerate the protobuf modules from proto/
 bench: sync ## run the benchmarks and print their figures (see bench/README.md)
 	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; fi
 	$(VENV)/bin/python bench/codex_tasks.py
+
+bench-webhooks: sync ## benchmark POST /webhooks/github and print its figures (see bench/README.md)
+	@if ! command -v wrk >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; fi
+	$(VENV)/bin/python bench/webhooks.py
 
 bench-bus: sync ## benchmark the outbox relay and Kafka, print its figures (see bench/README.md)
 	$(VENV)/bin/python bench/bus.py

@@ -20,6 +20,8 @@ from facteur.errors import BusUnavailable, CommitFailed
 DEFAULT_PARTITIONS = 3
 #: messages a partition keeps; older ones are dropped, as a Kafka topic's retention would
 DEFAULT_RETENTION = 100_000
+#: bytes (values and keys) a partition keeps, so that large messages (raw webhook bodies) cannot fill memory
+DEFAULT_RETENTION_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -30,13 +32,22 @@ class _Group:
 
 
 class MemoryBroker:
-    def __init__(self, *, partitions: int = DEFAULT_PARTITIONS, retention: int = DEFAULT_RETENTION) -> None:
+    def __init__(
+        self,
+        *,
+        partitions: int = DEFAULT_PARTITIONS,
+        retention: int = DEFAULT_RETENTION,
+        retention_bytes: int = DEFAULT_RETENTION_BYTES,
+    ) -> None:
         if partitions < 1:
             raise ValueError("a topic needs at least one partition")
         if retention < 1:
             raise ValueError("a partition keeps at least one message")
         self._partitions = partitions
         self._retention = retention
+        self._retention_bytes = retention_bytes
+        #: bytes each partition holds
+        self._sizes: dict[str, list[int]] = {}
         self._logs: dict[str, list[list[Received]]] = {}
         #: offset of the first message each partition still holds
         self._bases: dict[str, list[int]] = {}
@@ -74,6 +85,7 @@ class MemoryBroker:
         if topic not in self._logs:
             self._logs[topic] = [[] for _ in range(self._partitions)]
             self._bases[topic] = [0] * self._partitions
+            self._sizes[topic] = [0] * self._partitions
         return self._logs[topic]
 
     def _base(self, topic: str) -> list[int]:
@@ -96,12 +108,26 @@ class MemoryBroker:
                     headers=tuple(message.headers),
                 )
             )
-            excess = len(log[partition]) - self._retention
-            if excess > 0:
-                del log[partition][:excess]
-                base[partition] += excess
+            sizes = self._sizes[message.topic]
+            sizes[partition] += _size(message)
+            if len(log[partition]) > self._retention or sizes[partition] > self._retention_bytes:
+                self._trim(message.topic, partition)
         if messages:
             self._wake()
+
+    def _trim(self, topic: str, partition: int) -> None:
+        """Drop the oldest messages down to 90 % of the limits (in one go, so that trimming is rare)."""
+        log, base, sizes = self._logs[topic][partition], self._bases[topic], self._sizes[topic]
+        keep_count = max(1, self._retention * 9 // 10)
+        keep_bytes = self._retention_bytes * 9 // 10
+        drop = max(0, len(log) - keep_count)
+        size = sizes[partition] - sum(_size(r) for r in log[:drop])
+        while drop < len(log) - 1 and size > keep_bytes:
+            size -= _size(log[drop])
+            drop += 1
+        del log[:drop]
+        base[partition] += drop
+        sizes[partition] = size
 
     def _wake(self) -> None:
         self._changed.set()
@@ -222,3 +248,7 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _size(message: Message | Received) -> int:
+    return len(message.value) + len(message.key or b"")

@@ -50,7 +50,6 @@ from facteur.intake.github_triggers import (
     IssueRef,
     PlanComment,
     PlanningTrigger,
-    PullActivity,
     ReviewTrigger,
     branch_name,
     decide,
@@ -108,10 +107,14 @@ class GitHubIntake:
         )
 
     async def receive(self, delivery: WebhookDelivery) -> WebhookAnswer:
+        decision = self._decide(delivery)
+        if isinstance(decision, Ignored):
+            # recording claims the delivery id: a redelivery is answered from the inbox there
+            return await self._ignore(delivery, decision)
+        # anything else calls GitHub first: a redelivery must not do that again
         stored = await self._store.find_delivery(DELIVERY_SOURCE, delivery.delivery_id)
         if stored is not None:
             return _replay(delivery, stored)
-        decision = self._decide(delivery)
         logger.info(
             "webhook received: delivery=%s event=%s action=%s decision=%s",
             delivery.delivery_id,
@@ -125,10 +128,8 @@ class GitHubIntake:
             return await self._implementation(delivery, decision)
         if isinstance(decision, ReviewTrigger):
             return await self._review(delivery, decision)
-        if isinstance(decision, PullActivity):
-            done = await self._pulls.handle(decision)
-            return await self._record(delivery, "accepted", None, detail={"actions": done})
-        return await self._ignore(delivery, decision)
+        done = await self._pulls.handle(decision)
+        return await self._record(delivery, "accepted", None, detail={"actions": done})
 
     def _decide(self, delivery: WebhookDelivery) -> Decision:
         sender = delivery.payload.get("sender")

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from facteur.bus.port import Headers
 from facteur.errors import InvalidInput
 
 SIGNATURE_HEADER = "x-hub-signature-256"
-#: a JSON escape of a UTF-16 surrogate, or a surrogate encoded in the bytes (json decodes "surrogatepass")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _SIGNATURE_PREFIX = "sha256="
 
 
@@ -48,16 +46,13 @@ class WebhookDelivery:
 def parse_delivery(body: bytes, headers: Mapping[str, str], *, fallback_id: str) -> WebhookDelivery:
     """Decode a signed body; raise :class:`InvalidInput` when it is not a JSON object."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # orjson: several times faster than json here, and it refuses unpaired surrogates and invalid UTF-8,
+        # which json would let through as strings that cannot be encoded again
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"Invalid JSON body: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidInput(f"Invalid JSON body: expected an object, got {type(payload).__name__}")
-    if _SURROGATE_ESCAPE.search(body):  # escapes of surrogates: valid only in pairs
-        try:
-            json.dumps(payload, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise InvalidInput("Invalid JSON body: a string holds an unpaired UTF-16 surrogate") from None
     delivery_id = (headers.get("x-github-delivery") or "").strip() or fallback_id
     if len(delivery_id) > 200:
         raise InvalidInput("X-GitHub-Delivery is longer than 200 characters")

@@ -103,3 +103,15 @@ async def test_a_partition_keeps_only_its_retention_and_consumers_skip_what_was_
     await consumer.run(handle)
     assert seen == [2, 3, 4]
     assert broker.committed("t", "g") == {0: 5}
+
+
+async def test_a_partition_keeps_only_its_retention_in_bytes() -> None:
+    broker = MemoryBroker(partitions=1, retention_bytes=10_000)
+    await broker.publish([Message(topic="t", value=bytes(1000), key=str(n).encode()) for n in range(50)])
+    kept = broker.records("t")
+    assert sum(len(r.value) + len(r.key or b"") for r in kept) <= 10_000
+    assert len(kept) >= 8
+    assert kept[-1].offset == 49  # the newest are kept, offsets continue
+    assert [r.offset for r in kept] == list(range(50 - len(kept), 50))
+    await broker.publish([Message(topic="t", value=bytes(50_000))])  # larger than the limit: kept alone
+    assert [r.offset for r in broker.records("t")] == [50]
