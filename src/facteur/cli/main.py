@@ -78,7 +78,7 @@ def serve(
     setup_logging(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            create_app(settings, freeze_gc=True),
             host=settings.server.host,
             port=settings.server.port,
             log_config=None,
