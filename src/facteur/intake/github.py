@@ -9,9 +9,11 @@ the raw body. GitHub calls (placeholder plan comment, reaction, review context) 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +52,7 @@ from facteur.intake.github_triggers import (
     IssueRef,
     PlanComment,
     PlanningTrigger,
+    PullActivity,
     ReviewTrigger,
     branch_name,
     decide,
@@ -100,6 +103,8 @@ class GitHubIntake:
         self._topics = topics
         self._clock = clock
         self._specs = SpecComments(forge)
+        #: deliveries being handled, each with its lock and how many requests wait for it
+        self._in_flight: dict[str, list[Any]] = {}
         self._pulls = PullActivityHandler(
             forge=forge,
             handoff_comment=github.review_handoff_comment,
@@ -111,10 +116,29 @@ class GitHubIntake:
         if isinstance(decision, Ignored):
             # recording claims the delivery id: a redelivery is answered from the inbox there
             return await self._ignore(delivery, decision)
-        # anything else calls GitHub first: a redelivery must not do that again
-        stored = await self._store.find_delivery(DELIVERY_SOURCE, delivery.delivery_id)
-        if stored is not None:
-            return _replay(delivery, stored)
+        # anything else calls GitHub first: a redelivery must not do that again, nor a copy arriving
+        # meanwhile (in this process; across replicas the inbox claim still records the work once)
+        async with self._serialized(delivery.delivery_id):
+            stored = await self._store.find_delivery(DELIVERY_SOURCE, delivery.delivery_id)
+            if stored is not None:
+                return _replay(delivery, stored)
+            return await self._act(delivery, decision)
+
+    @contextlib.asynccontextmanager
+    async def _serialized(self, delivery_id: str) -> AsyncIterator[None]:
+        entry = self._in_flight.get(delivery_id)
+        if entry is None:
+            entry = self._in_flight[delivery_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._in_flight[delivery_id]
+
+    async def _act(self, delivery: WebhookDelivery, decision: Decision) -> WebhookAnswer:
         logger.info(
             "webhook received: delivery=%s event=%s action=%s decision=%s",
             delivery.delivery_id,
@@ -128,8 +152,10 @@ class GitHubIntake:
             return await self._implementation(delivery, decision)
         if isinstance(decision, ReviewTrigger):
             return await self._review(delivery, decision)
-        done = await self._pulls.handle(decision)
-        return await self._record(delivery, "accepted", None, detail={"actions": done})
+        if isinstance(decision, PullActivity):
+            done = await self._pulls.handle(decision)
+            return await self._record(delivery, "accepted", None, detail={"actions": done})
+        return await self._ignore(delivery, decision)
 
     def _decide(self, delivery: WebhookDelivery) -> Decision:
         sender = delivery.payload.get("sender")

@@ -450,6 +450,8 @@ async def test_concurrent_redeliveries_trigger_once(sqlite_url: str, github: Fak
         assert statuses.count("accepted") == 1
         assert len({r.json()["runId"] for r in responses}) == 1
         assert len(by_topic(await app.outbox(), "github.codex.tasks")) == 1
+        assert [c.body for c in github.repo(REPO).comments] == [PLANNING_PLACEHOLDER_COMMENT]
+        assert len(github.repo(REPO).reactions[issue.number]) == 1
 
 
 def test_secret_is_the_signing_key() -> None:
