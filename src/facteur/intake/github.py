@@ -27,7 +27,6 @@ from facteur.domain.idea_spec import InvalidIdeaSpec, is_idea_spec, parse_idea_s
 from facteur.domain.ideas import IdeaSource, github_issue_ref
 from facteur.domain.review_context import (
     ReviewContext,
-    build_review_context,
     issue_number_from_branch,
     review_dedupe_key,
 )
@@ -43,7 +42,7 @@ from facteur.intake.codex_tasks import DELIVERY_SOURCE as CODEX_TASK_SOURCE
 from facteur.intake.codex_tasks import CodexTaskIntake, IdeaDetails
 from facteur.intake.github_delivery import WebhookDelivery
 from facteur.intake.github_messages import raw_message, task_key, task_messages
-from facteur.intake.github_pulls import PullActivityHandler
+from facteur.intake.github_pulls import PullActivityHandler, fetch_review_context
 from facteur.intake.github_specs import SpecComments
 from facteur.intake.github_triggers import (
     Decision,
@@ -282,10 +281,7 @@ class GitHubIntake:
             return await self._ignore(
                 delivery, Ignored(f"no issue number in the head branch {pull.head_ref!r} of #{number}")
             )
-        threads = await self._forge.review_threads(repo, number)
-        runs = await self._forge.check_runs(repo, pull.head_sha)
-        statuses = await self._forge.commit_statuses(repo, pull.head_sha)
-        context = build_review_context(pull, threads, runs, statuses)
+        context = await fetch_review_context(self._forge, repo, pull)
         issue = IssueRef(
             repository=repo,
             number=issue_number,

@@ -4,18 +4,29 @@ clean, approved (``+1``) pull request gets one ready-to-merge comment. Never a r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from facteur.domain.review_context import SETTLED_MERGE_STATES, build_review_context
+from facteur.domain.review_context import SETTLED_MERGE_STATES, ReviewContext, build_review_context
 from facteur.domain.untrusted import READY_MARKER
 from facteur.errors import ForgeError
-from facteur.forge.port import Forge, Reaction
+from facteur.forge.port import Forge, PullRequest, Reaction
 from facteur.intake.github_triggers import PullActivity
 
 logger = logging.getLogger(__name__)
 
 #: actions after which a pull request is (re)considered for review, not for merging
 FORCE_REVIEW_ACTIONS = frozenset({"opened", "ready_for_review", "reopened"})
+
+
+async def fetch_review_context(forge: Forge, repo: str, pull: PullRequest) -> ReviewContext:
+    """The pull request's unresolved threads, failing checks and statuses, read at once, as review context."""
+    threads, runs, statuses = await asyncio.gather(
+        forge.review_threads(repo, pull.number),
+        forge.check_runs(repo, pull.head_sha),
+        forge.commit_statuses(repo, pull.head_sha),
+    )
+    return build_review_context(pull, threads, runs, statuses)
 
 
 def ready_comment(workflow_identifier: str | None) -> str:
@@ -55,11 +66,9 @@ class PullActivityHandler:
             return ["none: pull request closed"]
         if not (pull.head_ref and pull.head_sha and pull.base_ref):
             return ["none: pull request lacks its head or base"]
-        threads = await forge.review_threads(repo, number)
-        runs = await forge.check_runs(repo, pull.head_sha)
-        statuses = await forge.commit_statuses(repo, pull.head_sha)
-        approved = await forge.has_reaction(repo, number, Reaction.PLUS_ONE)
-        context = build_review_context(pull, threads, runs, statuses)
+        context, approved = await asyncio.gather(
+            fetch_review_context(forge, repo, pull), forge.has_reaction(repo, number, Reaction.PLUS_ONE)
+        )
         done: list[str] = []
         if pull.draft and activity.action != "converted_to_draft" and not context.outstanding_work:
             await forge.mark_ready(repo, pull)
