@@ -387,3 +387,13 @@ async def test_concurrent_work_without_failures_is_done_in_set_form(store: Store
     runs = await store.list_runs(limit=1000)
     assert len(runs) == 21
     assert sorted(r.status.value for r in runs).count("submitted") == 3
+
+
+async def test_chain_head_follows_the_last_event(store: Store) -> None:
+    from facteur.domain.events import GENESIS_HASH
+
+    assert await store.chain_head() == (0, GENESIS_HASH)
+    first = await store.append_event(NewEvent(kind="a", actor="t", payload={}))
+    second = await store.append_event(NewEvent(kind="b", actor="t", payload={"x": 1}))
+    assert await store.chain_head() == (second.seq, second.hash)
+    assert second.prev_hash == first.hash

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from facteur import __version__
+from facteur.cli.audit import app as audit_app
 from facteur.cli.discord import app as discord_app
 from facteur.errors import ConfigError, FacteurError
 from facteur.settings import Settings, load_settings
@@ -26,6 +27,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(discord_app, name="discord")
+app.add_typer(audit_app, name="audit")
 
 err = Console(stderr=True, soft_wrap=True)
 

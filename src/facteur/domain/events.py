@@ -116,14 +116,19 @@ class ChainBreak:
     reason: str
 
 
-def verify_chain(events: Iterable[Event]) -> ChainBreak | None:
-    """Recompute the chain in order; the first broken link, or None when it is intact."""
-    expected_prev = GENESIS_HASH
-    expected_seq = 1
-    for event in events:
-        if event.seq != expected_seq:
-            return ChainBreak(event.seq, f"expected event #{expected_seq}, found #{event.seq}")
-        if event.prev_hash != expected_prev:
+class ChainVerifier:
+    """Recompute the chain event by event (so that a long chain can be read in pages)."""
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+        self.last_hash = GENESIS_HASH
+
+    def feed(self, event: Event) -> ChainBreak | None:
+        """Check the next event; the break it shows, or None (then it becomes the last verified one)."""
+        expected = self.last_seq + 1
+        if event.seq != expected:
+            return ChainBreak(event.seq, f"expected event #{expected}, found #{event.seq}")
+        if event.prev_hash != self.last_hash:
             return ChainBreak(event.seq, "prev_hash does not match the previous event's hash")
         document = event_document(
             seq=event.seq,
@@ -137,6 +142,26 @@ def verify_chain(events: Iterable[Event]) -> ChainBreak | None:
         )
         if chain_hash(event.prev_hash, document) != event.hash:
             return ChainBreak(event.seq, "content does not match its hash")
-        expected_prev = event.hash
-        expected_seq += 1
+        self.last_seq, self.last_hash = event.seq, event.hash
+        return None
+
+    def finish(self, head_seq: int, head_hash: str) -> ChainBreak | None:
+        """Compare the last verified event with the chain's recorded head (catches a removed tail)."""
+        if head_seq != self.last_seq:
+            return ChainBreak(
+                self.last_seq + 1,
+                f"the chain's head is event #{head_seq}, but the events end at #{self.last_seq}",
+            )
+        if head_hash != self.last_hash:
+            return ChainBreak(head_seq, "the chain's head hash does not match the last event's hash")
+        return None
+
+
+def verify_chain(events: Iterable[Event]) -> ChainBreak | None:
+    """Recompute the chain in order; the first broken link, or None when it is intact."""
+    verifier = ChainVerifier()
+    for event in events:
+        broken = verifier.feed(event)
+        if broken is not None:
+            return broken
     return None

@@ -284,6 +284,12 @@ class MemoryStore:
         self._check()
         return self._append(event)
 
+    async def chain_head(self) -> tuple[int, str]:
+        self._check()
+        if not self.events:
+            return 0, GENESIS_HASH
+        return self.events[-1].seq, self.events[-1].hash
+
     async def list_events(
         self,
         *,

@@ -252,6 +252,11 @@ class Store(Protocol):
 
     async def append_event(self, event: NewEvent) -> Event: ...
 
+    async def chain_head(self) -> tuple[int, str]:
+        """The audit chain's recorded head: the last event's seq and hash (0 and the genesis hash when
+        empty)."""
+        ...
+
     async def list_events(
         self,
         *,

@@ -43,7 +43,7 @@ from facteur.store.port import (
     RunUpdate,
 )
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
-from facteur.store.tables import events, ideas, runs, tasks
+from facteur.store.tables import event_chain, events, ideas, runs, tasks
 from facteur.store.writer import BatchWriter, SetOperation
 from facteur.store.writes import ChainHooks, Writes, find_delivery
 
@@ -298,6 +298,15 @@ class SqlStore:
 
     async def append_event(self, event: NewEvent) -> Event:
         return await self._write(self._append_event, event)
+
+    async def chain_head(self) -> tuple[int, str]:
+        def head(conn: sa.Connection) -> tuple[int, str]:
+            row = conn.execute(
+                sa.select(event_chain.c.seq, event_chain.c.hash).where(event_chain.c.id == 1)
+            ).one()
+            return int(row[0]), str(row[1])
+
+        return await self._read(head)
 
     async def list_events(
         self,

@@ -1,0 +1,72 @@
+"""`facteur audit verify` over a real database: intact, then tampered with in three ways."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from facteur.clock import SystemClock
+from facteur.domain.events import NewEvent
+from facteur.store.sql import SqlStore, sqlalchemy_url
+from tests.integration.cli.test_cli import facteur
+
+
+async def seeded(url: str, count: int) -> None:
+    store = SqlStore.open(url, clock=SystemClock())
+    store.migrate()
+    idea = uuid.uuid4()
+    for n in range(count):
+        await store.append_event(
+            NewEvent(kind="test.decision", actor="test", payload={"n": n, "why": "because"}, idea_id=idea)
+        )
+    await store.close()
+
+
+def execute(url: str, statement: str) -> None:
+    engine = sa.create_engine(sqlalchemy_url(url))
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+async def test_verify_names_the_first_broken_link(database_url: str, tmp_path: Path) -> None:
+    await seeded(database_url, 5)
+    env = {"FACTEUR_DATABASE__URL": database_url}
+
+    intact = facteur("audit", "verify", cwd=tmp_path, env=env)
+    assert intact.returncode == 0, intact.stderr
+    assert intact.stdout.startswith("audit chain intact: 5 event(s), head #5 ")
+    report = json.loads(facteur("audit", "verify", "--json", cwd=tmp_path, env=env).stdout)
+    assert report["intact"] is True and report["events"] == 5 and report["head"]["seq"] == 5
+
+    # a changed payload
+    execute(database_url, 'UPDATE events SET payload = \'{"n": 2, "why": "forged"}\' WHERE seq = 3')
+    changed = facteur("audit", "verify", cwd=tmp_path, env=env)
+    assert changed.returncode == 1
+    assert "broken at event #3: content does not match its hash" in changed.stdout
+    report = json.loads(facteur("audit", "verify", "--json", cwd=tmp_path, env=env).stdout)
+    assert report["broken"] == {"seq": 3, "reason": "content does not match its hash"}
+
+
+async def test_verify_catches_removed_events(database_url: str, tmp_path: Path) -> None:
+    await seeded(database_url, 4)
+    env = {"FACTEUR_DATABASE__URL": database_url}
+    execute(database_url, "DELETE FROM events WHERE seq = 4")
+    tail = facteur("audit", "verify", cwd=tmp_path, env=env)
+    assert tail.returncode == 1
+    assert "the chain's head is event #4, but the events end at #3" in tail.stdout
+
+    execute(database_url, "DELETE FROM events WHERE seq = 2")
+    middle = facteur("audit", "verify", cwd=tmp_path, env=env)
+    assert middle.returncode == 1
+    assert "broken at event #3: expected event #2, found #3" in middle.stdout
+
+
+def test_verify_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    env = {"FACTEUR_DATABASE__URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = facteur("audit", "verify", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "run `facteur migrate` first" in result.stderr
