@@ -8,6 +8,7 @@ with one line per problem naming the key and where its value came from. See docs
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -45,8 +46,11 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    #: bearer token for the API; required when the server binds anything but loopback (later issues)
+    #: bearer token for ``/api/*``; required when the server binds anything but loopback
     api_token: SecretStr | None = None
+    #: key of the per-run callback tokens (HMAC of the run id); unset, one is derived from api_token, else
+    #: generated at start-up (tokens then change with every restart)
+    callback_secret: SecretStr | None = None
     #: largest request body accepted on /codex/tasks
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
@@ -414,11 +418,24 @@ class Settings(_Section):
     codex: CodexSettings = CodexSettings()
     discord: DiscordSettings = DiscordSettings()
 
+    def exposure_problem(self) -> str | None:
+        """Why serving with these settings would expose the API, or None: the API is closed by default
+        outside loopback (ARCHITECTURE.md section 7)."""
+        if self.server.api_token is None and not is_loopback(self.server.host):
+            return (
+                f"server.host is {self.server.host!r}, not a loopback address, and server.api_token is not "
+                "set: set server.api_token (FACTEUR_SERVER__API_TOKEN) so that /api/* is not open to the "
+                "network, or bind 127.0.0.1"
+            )
+        return None
+
     def secrets(self) -> list[str]:
         """Secret values that must never be printed or logged."""
         values: list[str] = []
         if self.server.api_token is not None:
             values.append(self.server.api_token.get_secret_value())
+        if self.server.callback_secret is not None:
+            values.append(self.server.callback_secret.get_secret_value())
         password = urlsplit(self.database.url).password
         if password:
             values.append(password)
@@ -438,6 +455,8 @@ class Settings(_Section):
         data = self.model_dump(mode="json")
         if self.server.api_token is not None:
             data["server"]["api_token"] = MASK
+        if self.server.callback_secret is not None:
+            data["server"]["callback_secret"] = MASK
         data["database"]["url"] = mask_url(self.database.url)
         if self.bus.kafka.sasl.password is not None:
             data["bus"]["kafka"]["sasl"]["password"] = MASK
@@ -450,6 +469,16 @@ class Settings(_Section):
 
 
 MASK = "********"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only accepts connections from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def mask_url(url: str) -> str:

@@ -181,3 +181,27 @@ def test_secrets_are_masked_and_never_echoed() -> None:
 def test_mask_url_leaves_password_free_urls_alone() -> None:
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
     assert mask_url("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "exposed"),
+    [
+        ("127.0.0.1", None, False),
+        ("::1", None, False),
+        ("localhost", None, False),
+        ("127.0.0.2", None, False),
+        ("0.0.0.0", None, True),
+        ("::", None, True),
+        ("10.1.2.3", None, True),
+        ("facteur.internal", None, True),
+        ("0.0.0.0", "s3cret", False),
+    ],
+)
+def test_the_api_is_closed_by_default_outside_loopback(host: str, token: str | None, exposed: bool) -> None:
+    env = {"FACTEUR_SERVER__HOST": host}
+    if token:
+        env["FACTEUR_SERVER__API_TOKEN"] = token
+    problem = load_settings(environ=env).exposure_problem()
+    assert (problem is not None) == exposed
+    if problem:
+        assert "server.api_token" in problem

@@ -77,6 +77,9 @@ def serve(
         overrides["port"] = port
     if overrides:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
+    exposure = settings.exposure_problem()
+    if exposure is not None:
+        fail(exposure, code=2)
     setup_logging(settings)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -112,3 +112,10 @@ def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
         result = facteur("serve", "--port", str(port), cwd=tmp_path)
     assert result.returncode != 0
     assert "address already in use" in result.stderr.lower()
+
+
+def test_serve_refuses_an_open_api_outside_loopback(tmp_path: Path) -> None:
+    result = facteur("serve", "--host", "0.0.0.0", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "server.api_token is not set" in result.stderr
+    assert "0.0.0.0" in result.stderr
