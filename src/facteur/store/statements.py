@@ -46,7 +46,21 @@ class Statements:
             ["response"],
         )
         self.insert_idea = compiled(
-            insert(ideas).on_conflict_do_nothing().returning(ideas.c.id), list(ideas.c.keys())
+            insert(ideas).on_conflict_do_nothing().returning(ideas.c.id),
+            [
+                "id",
+                "source",
+                "source_ref",
+                "repository",
+                "title",
+                "spec",
+                "priority",
+                "state",
+                "paused",
+                "initiator",
+                "created_at",
+                "updated_at",
+            ],
         )
         self.find_idea = compiled(
             sa.select(ideas.c.id).where(
@@ -54,7 +68,8 @@ class Statements:
             )
         )
         self.insert_task = compiled(
-            insert(tasks).on_conflict_do_nothing().returning(tasks.c.id), list(tasks.c.keys())
+            insert(tasks).on_conflict_do_nothing().returning(tasks.c.id),
+            ["id", "idea_id", "key", "title", "stage", "state", "attempts", "created_at", "updated_at"],
         )
         self.touch_task = compiled(
             sa.update(tasks)

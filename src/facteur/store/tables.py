@@ -37,6 +37,12 @@ ideas = sa.Table(
     sa.Column("initiator", sa.String(200), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    #: the approved plan's version: the one tasks are built from (None until a plan is approved)
+    sa.Column("plan_version", sa.Integer),
+    #: usage attributed to the idea: the sum of its runs'
+    sa.Column("tokens_in", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("tokens_out", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("cost_usd", sa.Float, nullable=False, server_default=sa.text("0")),
     sa.UniqueConstraint("source", "source_ref"),
 )
 
@@ -52,6 +58,17 @@ tasks = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # from the plan (plan tasks; stage-level tasks keep the defaults)
+    sa.Column("description", sa.Text, nullable=False, server_default=sa.text("''")),
+    sa.Column("acceptance_criteria", Json),
+    sa.Column("paths", Json),
+    sa.Column("heavy", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("plan_version", sa.Integer),
+    #: a failed task waits until then before it is ready again (back-off)
+    sa.Column("not_before", UtcDateTime),
+    #: the scheduler replica that claimed the task, and until when the claim holds
+    sa.Column("claimed_by", sa.String(200)),
+    sa.Column("claim_expires_at", UtcDateTime),
     sa.UniqueConstraint("idea_id", "key"),
     sa.Index(None, "state", "updated_at"),
 )
@@ -81,6 +98,18 @@ runs = sa.Table(
     sa.Column("submitted_at", UtcDateTime),
     sa.Column("finished_at", UtcDateTime),
     sa.Column("detail", sa.Text),
+    #: which attempt of its task this run is (1 for the first)
+    sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("1")),
+    # what the run reports through its callbacks
+    sa.Column("started_at", UtcDateTime),
+    sa.Column("heartbeat_at", UtcDateTime),
+    sa.Column("tokens_in", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("tokens_out", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("cost_usd", sa.Float, nullable=False, server_default=sa.text("0")),
+    sa.Column("summary", sa.Text),
+    sa.Column("artifacts", Json),
+    sa.Column("pull_request", sa.String(500)),
+    sa.Column("branch", sa.String(255)),
     sa.Index(None, "status", "created_at"),
     sa.Index(None, "task_id"),
 )
@@ -139,6 +168,35 @@ sa.Index(
     outbox.c.id,
     postgresql_where=outbox.c.published_at.is_(None),
     sqlite_where=outbox.c.published_at.is_(None),
+)
+
+#: every version of an idea's plan; ``ideas.plan_version`` names the approved one
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("idea_id", sa.Uuid, sa.ForeignKey("ideas.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    #: where it came from: ``run`` (a planning run's callback), ``comment`` (intake), ``api``
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("markdown", sa.Text, nullable=False),
+    #: the parsed plan (tasks and sections), as docs/plans.md's JSON form
+    sa.Column("document", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+#: decisions on plans: by people (API, CLI, ``execute plan``) or automatic when no approval is required
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("idea_id", sa.Uuid, sa.ForeignKey("ideas.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("plan_version", sa.Integer, nullable=False),
+    #: ``approved``, ``rejected`` or ``automatic``
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index(None, "idea_id", "created_at"),
 )
 
 #: named leases: who holds a singleton duty (the outbox relay, …) among replicas, and until when
