@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from facteur.domain.lifecycle import DEFAULT_PIPELINE, Pipeline, pipeline_for
 from facteur.domain.stages import Stage
 from facteur.errors import ConfigError
 
@@ -406,6 +407,71 @@ class DiscordSettings(_Section):
     api_url: str = "https://discord.com/api/v10"
 
 
+_REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def _repository_keys(value: Mapping[str, Any], key: str) -> None:
+    seen: dict[str, str] = {}
+    for name in value:
+        if not _REPOSITORY_NAME.match(name):
+            raise ValueError(f"{key}: {name!r} is not owner/repo")
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise ValueError(f"{key}: {other!r} and {name!r} name the same repository")
+
+
+class PipelineSettings(_Section):
+    #: the stages after the tasks, in order: qa_review (or review), integration, deployment, monitoring
+    stages: tuple[str, ...] = ()
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        Pipeline.parse(value)  # InvalidPipeline is a ValueError: reported against the key
+        return value
+
+
+class ApprovalSettings(_Section):
+    """When a plan waits for a person (docs/lifecycle.md)."""
+
+    #: every plan waits for approval
+    required: bool = False
+    #: per repository (``owner/repo``), overriding ``required``
+    repositories: dict[str, bool] = Field(default_factory=dict)
+    #: an idea carrying one of these risk labels always waits for approval
+    high_risk_labels: list[str] = Field(
+        default_factory=lambda: ["database-migration", "security", "auth", "infrastructure"]
+    )
+
+    @field_validator("repositories")
+    @classmethod
+    def _repositories(cls, value: dict[str, bool]) -> dict[str, bool]:
+        _repository_keys(value, "approvals.repositories")
+        return value
+
+
+class SchedulerSettings(_Section):
+    #: runs in flight at once, across all ideas
+    max_concurrent: int = Field(default=4, ge=1, le=10_000)
+    #: runs in flight at once per repository
+    max_per_repository: int = Field(default=2, ge=1, le=10_000)
+    #: heavy tasks' runs in flight at once
+    max_heavy: int = Field(default=1, ge=1, le=10_000)
+    #: attempts of a task before its idea fails
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    #: back-off before the second attempt; doubles with each further attempt
+    retry_backoff_seconds: float = Field(default=30.0, ge=0, le=86_400)
+    max_backoff_seconds: float = Field(default=900.0, ge=0, le=86_400)
+    #: a run without a heartbeat for this long is stuck
+    heartbeat_timeout_seconds: float = Field(default=600.0, gt=0)
+    #: what happens to a stuck run
+    stuck_action: Literal["retry", "cancel"] = "retry"
+    #: safety-net pass of the scheduler (it also wakes on every change)
+    poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: how long a replica's claim on a task holds before another may take it
+    claim_seconds: float = Field(default=60.0, ge=1, le=3600)
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -417,6 +483,19 @@ class Settings(_Section):
     github: GitHubSettings = GitHubSettings()
     codex: CodexSettings = CodexSettings()
     discord: DiscordSettings = DiscordSettings()
+    #: per repository (``owner/repo``): the stages after the tasks; others get the default (none)
+    pipelines: dict[str, PipelineSettings] = Field(default_factory=dict)
+    approvals: ApprovalSettings = ApprovalSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+    @field_validator("pipelines")
+    @classmethod
+    def _pipeline_repositories(cls, value: dict[str, PipelineSettings]) -> dict[str, PipelineSettings]:
+        _repository_keys(value, "pipelines")
+        return value
+
+    def pipeline_of(self, repository: str) -> Pipeline:
+        return pipeline_for(repository, {k: v.stages for k, v in self.pipelines.items()}, DEFAULT_PIPELINE)
 
     def exposure_problem(self) -> str | None:
         """Why serving with these settings would expose the API, or None: the API is closed by default

@@ -205,3 +205,24 @@ def test_the_api_is_closed_by_default_outside_loopback(host: str, token: str | N
     assert (problem is not None) == exposed
     if problem:
         assert "server.api_token" in problem
+
+
+def test_pipelines_and_approvals_are_validated(tmp_path: Path) -> None:
+    path = tmp_path / "facteur.yaml"
+    path.write_text("pipelines:\n  acme/widgets:\n    stages: [review, deploy-now]\n")
+    with pytest.raises(ConfigError, match=r"pipelines\.acme/widgets\.stages: .*unknown stage 'deploy-now'"):
+        load_settings(path, environ={})
+    path.write_text("pipelines:\n  not-a-repo:\n    stages: []\n")
+    with pytest.raises(ConfigError, match="'not-a-repo' is not owner/repo"):
+        load_settings(path, environ={})
+    path.write_text(
+        "pipelines:\n  acme/widgets:\n    stages: [review]\n"
+        "approvals:\n  repositories:\n    acme/widgets: true\n"
+    )
+    settings = load_settings(path, environ={})
+    assert (
+        settings.pipeline_of("acme/widgets").describe()
+        == "planning -> running_tasks -> qa_review -> completed"
+    )
+    assert settings.pipeline_of("acme/other").describe() == "planning -> running_tasks -> completed"
+    assert settings.approvals.repositories == {"acme/widgets": True}

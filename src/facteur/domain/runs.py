@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from facteur.domain.stages import Stage
 
@@ -47,6 +48,18 @@ class Run:
     submitted_at: datetime | None
     finished_at: datetime | None
     detail: str | None
+    #: which attempt of its task this run is
+    attempt: int = 1
+    # what the run reported through its callbacks
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    summary: str | None = None
+    artifacts: list[Any] | None = None
+    pull_request: str | None = None
+    branch: str | None = None
 
 
 _NAME_SAFE = re.compile(r"[^a-z0-9-]+")

@@ -56,6 +56,16 @@ def run_from_row(row: Any) -> Run:
         submitted_at=row.submitted_at,
         finished_at=row.finished_at,
         detail=row.detail,
+        attempt=row.attempt,
+        started_at=row.started_at,
+        heartbeat_at=row.heartbeat_at,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        cost_usd=row.cost_usd,
+        summary=row.summary,
+        artifacts=row.artifacts,
+        pull_request=row.pull_request,
+        branch=row.branch,
     )
 
 

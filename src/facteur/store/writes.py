@@ -440,8 +440,10 @@ class Writes:
         values = dict(zip(runs.c.keys(), row, strict=True))
         for name in ("id", "idea_id", "task_id"):
             values[name] = c.uuid_out(values[name])
-        for name in ("created_at", "submitted_at", "finished_at"):
+        for name in ("created_at", "submitted_at", "finished_at", "started_at", "heartbeat_at"):
             values[name] = c.timestamp_out(values[name])
+        if values["artifacts"] is not None:
+            values["artifacts"] = c.json_out(values["artifacts"])
         return run_from_row(SimpleNamespace(**values))
 
     # --- the outbox and leases -------------------------------------------------------------------------
