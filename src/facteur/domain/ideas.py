@@ -47,6 +47,12 @@ class Idea:
     initiator: str
     created_at: datetime
     updated_at: datetime
+    #: the approved plan's version (None until one is approved)
+    plan_version: int | None = None
+    #: usage of its runs
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
 
 
 def github_issue_ref(repository: str, issue_number: int) -> str:

@@ -24,6 +24,7 @@ from facteur.domain.tasks import Task, TaskState
 from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store.migrate import head_revision
 from facteur.store.port import (
+    REPORT_SOURCE,
     Delivery,
     DeliveryIds,
     DeliveryResult,
@@ -33,9 +34,15 @@ from facteur.store.port import (
     IngestResult,
     OutboxBacklog,
     OutboxEntry,
+    PlanVersion,
+    ReportOutcome,
+    ReportResult,
+    RunReport,
     RunUpdate,
     outbox_key,
+    report_delivery_id,
 )
+from facteur.store.reports import report_changes
 
 T = TypeVar("T")
 
@@ -53,6 +60,7 @@ class MemoryStore:
         self._outbox_ids = itertools.count(1)
         self._outbox_listener: Callable[[], None] | None = None
         self.leases: dict[str, tuple[str, datetime]] = {}
+        self.plans: dict[uuid.UUID, list[PlanVersion]] = {}
         #: set to make every operation fail as if the database were down
         self.unavailable = False
 
@@ -232,6 +240,52 @@ class MemoryStore:
         return run
 
     # --- the outbox and leases -----------------------------------------------------------------------------
+
+    async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
+        self._check()
+        return list(self.plans.get(idea_id, []))
+
+    async def report_run(self, report: RunReport) -> ReportResult:
+        self._check()
+        key = (REPORT_SOURCE, report_delivery_id(report.run_id, report.key))
+        if key in self.deliveries:
+            return ReportResult(True, self.deliveries[key], None)
+        before = _found(self.runs.get(report.run_id), "run", report.run_id)
+        changes = report_changes(before, report)
+        after = dataclasses.replace(before, **changes) if changes else before
+        version = None
+        new_plan = None
+        if report.plan is not None:
+            version = len(self.plans.get(before.idea_id, [])) + 1
+            new_plan = PlanVersion(
+                idea_id=before.idea_id,
+                version=version,
+                source=report.plan.source,
+                markdown=report.plan.markdown,
+                document=json.loads(json.dumps(dict(report.plan.document))),
+                created_at=report.received_at,
+            )
+        outcome = ReportOutcome(after, before.status, after.status != before.status, version)
+        effects = report.effects(outcome)
+        response = json.loads(json.dumps(dict(effects.response)))
+        _check_keys(effects.messages)
+        # everything computed: now apply
+        self.runs[before.id] = after
+        if report.tokens_in or report.tokens_out or report.cost_usd:
+            idea = self.ideas[before.idea_id]
+            self.ideas[idea.id] = dataclasses.replace(
+                idea,
+                tokens_in=idea.tokens_in + report.tokens_in,
+                tokens_out=idea.tokens_out + report.tokens_out,
+                cost_usd=idea.cost_usd + report.cost_usd,
+            )
+        if new_plan is not None:
+            self.plans.setdefault(before.idea_id, []).append(new_plan)
+        self.deliveries[key] = response
+        for new_event in effects.events:
+            self._append(new_event, report.received_at)
+        self._enqueue(effects.messages, report.received_at)
+        return ReportResult(False, response, outcome, len(effects.messages))
 
     def on_outbox_write(self, listener: Callable[[], None] | None) -> None:
         self._outbox_listener = listener

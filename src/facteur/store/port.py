@@ -149,6 +149,82 @@ class RunUpdate:
     detail: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanVersionDraft:
+    #: ``run`` (a planning run's callback), ``comment`` (intake) or ``api``
+    source: str
+    markdown: str
+    #: the parsed plan in docs/plans.md's JSON form
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanVersion:
+    idea_id: uuid.UUID
+    version: int
+    source: str
+    markdown: str
+    document: Mapping[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    """What a run reported about itself, applied once per (run, key) in one transaction.
+
+    The status changes only from ``from_statuses`` (an event arriving after the run ended changes no status);
+    times only move forward; usage adds up on the run and its idea.
+    """
+
+    run_id: uuid.UUID
+    #: the event's idempotency key within the run
+    key: str
+    received_at: datetime
+    status: RunStatus | None = None
+    from_statuses: Collection[RunStatus] = ()
+    #: sets ``started_at`` when it is unset
+    started: bool = False
+    #: moves ``heartbeat_at`` to ``received_at``
+    heartbeat: bool = False
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    summary: str | None = None
+    artifacts: Sequence[Any] | None = None
+    pull_request: str | None = None
+    branch: str | None = None
+    #: a new version of the run's idea's plan
+    plan: PlanVersionDraft | None = None
+    #: called inside the transaction with what changed
+    effects: Callable[[ReportOutcome], IngestEffects]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOutcome:
+    run: Run
+    previous_status: RunStatus
+    status_changed: bool
+    #: the version the report's plan was stored as
+    plan_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    #: True when this (run, key) was reported before: nothing was written
+    duplicate: bool
+    response: Mapping[str, Any]
+    outcome: ReportOutcome | None
+    messages: int = 0
+
+
+REPORT_SOURCE = "run_event"
+
+
+def report_delivery_id(run_id: uuid.UUID, key: str) -> str:
+    """The inbox key of a run's report: ``<run id>/<event id>``."""
+    return f"{run_id}/{key}"
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """A message waiting in the outbox (``id`` orders them: publish in that order)."""
@@ -223,6 +299,14 @@ class Store(Protocol):
     ) -> Run | None:
         """Apply the update, append the event and put the messages in the outbox; None (and nothing
         written) when the run was not in an expected status."""
+        ...
+
+    async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
+        """Every version of the idea's plan, oldest first."""
+        ...
+
+    async def report_run(self, report: RunReport) -> ReportResult:
+        """Apply a run's report once (raise :class:`NotFound` for an unknown run, writing nothing)."""
         ...
 
     def on_outbox_write(self, listener: Callable[[], None] | None) -> None:

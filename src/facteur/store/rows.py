@@ -24,6 +24,10 @@ def idea_from_row(row: Any) -> Idea:
         initiator=row.initiator,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        plan_version=row.plan_version,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        cost_usd=row.cost_usd,
     )
 
 

@@ -40,10 +40,13 @@ from facteur.store.port import (
     IngestResult,
     OutboxBacklog,
     OutboxEntry,
+    PlanVersion,
+    ReportResult,
+    RunReport,
     RunUpdate,
 )
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
-from facteur.store.tables import event_chain, events, ideas, runs, tasks
+from facteur.store.tables import event_chain, events, ideas, plans, runs, tasks
 from facteur.store.writer import BatchWriter, SetOperation
 from facteur.store.writes import ChainHooks, Writes, find_delivery
 
@@ -78,6 +81,7 @@ class SqlStore:
         self._ingest = SetOperation(self._writes.ingest, self._writes.ingest_many)
         self._record = SetOperation(self._writes.record, self._writes.record_many)
         self._update_run = SetOperation(self._writes.update_run, self._writes.update_run_many)
+        self._report_run = self._writes.report_run
         self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
         self._append_event = self._writes.append_event
         #: every write goes through one writer thread that commits in batches (group commit)
@@ -85,7 +89,8 @@ class SqlStore:
             writer,
             _translate,
             hooks=ChainHooks(
-                self._writes, [self._ingest, self._record, self._update_run, self._append_event]
+                self._writes,
+                [self._ingest, self._record, self._update_run, self._report_run, self._append_event],
             ),
             ping_after_idle=None if writer.dialect.name == "sqlite" else WRITER_PING_AFTER_IDLE_SECONDS,
             closed=lambda: StoreUnavailable("the store is closed"),
@@ -264,6 +269,29 @@ class SqlStore:
         return updated
 
     # --- the outbox and leases -----------------------------------------------------------------------------
+
+    async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
+        def read(conn: sa.Connection) -> list[PlanVersion]:
+            query = sa.select(plans).where(plans.c.idea_id == idea_id).order_by(plans.c.version)
+            return [
+                PlanVersion(
+                    idea_id=row.idea_id,
+                    version=row.version,
+                    source=row.source,
+                    markdown=row.markdown,
+                    document=row.document,
+                    created_at=row.created_at,
+                )
+                for row in conn.execute(query)
+            ]
+
+        return await self._read(read)
+
+    async def report_run(self, report: RunReport) -> ReportResult:
+        result: ReportResult = await self._write(self._report_run, report)
+        if result.messages:
+            self._outbox_written()
+        return result
 
     def on_outbox_write(self, listener: Callable[[], None] | None) -> None:
         """Call ``listener`` (on the event loop) after a write that put messages in the outbox."""

@@ -12,6 +12,7 @@ one operation is found by the next, and the audit chain is appended once, in ord
 from __future__ import annotations
 
 import base64
+import dataclasses
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
@@ -27,6 +28,7 @@ from facteur.domain.runs import Run
 from facteur.errors import NotFound, StoreError
 from facteur.store.compiled import Codec
 from facteur.store.port import (
+    REPORT_SOURCE,
     Delivery,
     DeliveryIds,
     DeliveryResult,
@@ -36,12 +38,17 @@ from facteur.store.port import (
     IngestResult,
     OutboxBacklog,
     OutboxEntry,
+    ReportOutcome,
+    ReportResult,
+    RunReport,
     RunUpdate,
     outbox_key,
+    report_delivery_id,
 )
+from facteur.store.reports import report_changes
 from facteur.store.rows import run_from_row
 from facteur.store.statements import statements
-from facteur.store.tables import runs
+from facteur.store.tables import ideas, plans, runs
 from facteur.store.writer import BatchHooks, Operation, SetOperation
 
 #: where a batch collects its events (``Connection.info`` outlives the transaction: popped at its end)
@@ -445,6 +452,84 @@ class Writes:
         if values["artifacts"] is not None:
             values["artifacts"] = c.json_out(values["artifacts"])
         return run_from_row(SimpleNamespace(**values))
+
+    # --- run reports ----------------------------------------------------------------------------------------
+
+    def report_run(self, conn: sa.Connection, report: RunReport) -> ReportResult:
+        c = self._c
+        delivery_id = report_delivery_id(report.run_id, report.key)
+        cursor = cursor_of(conn)
+        claimed = self._many(
+            cursor,
+            self._q.claim_delivery.sql,
+            [
+                {
+                    "source": REPORT_SOURCE,
+                    "delivery_id": delivery_id,
+                    "received_at": c.timestamp(report.received_at),
+                }
+            ],
+            returning=True,
+        )[0]
+        if claimed is None:
+            stored = find_delivery(conn, REPORT_SOURCE, delivery_id)
+            if stored is None:  # pragma: no cover - the claimant commits its response with the claim
+                raise StoreError(f"run event {delivery_id} is recorded without a response")
+            return ReportResult(True, stored, None)
+        query = sa.select(runs).where(runs.c.id == report.run_id)
+        if self._postgres:
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            raise NotFound(f"run {report.run_id} does not exist")
+        before = run_from_row(row)
+        changes = report_changes(before, report)
+        if changes:
+            conn.execute(sa.update(runs).where(runs.c.id == report.run_id).values(**changes))
+        if report.tokens_in or report.tokens_out or report.cost_usd:
+            conn.execute(
+                sa.update(ideas)
+                .where(ideas.c.id == before.idea_id)
+                .values(
+                    tokens_in=ideas.c.tokens_in + report.tokens_in,
+                    tokens_out=ideas.c.tokens_out + report.tokens_out,
+                    cost_usd=ideas.c.cost_usd + report.cost_usd,
+                )
+            )
+        version = None
+        if report.plan is not None:
+            latest = conn.execute(
+                sa.select(sa.func.max(plans.c.version)).where(plans.c.idea_id == before.idea_id)
+            ).scalar()
+            version = int(latest or 0) + 1
+            conn.execute(
+                sa.insert(plans).values(
+                    idea_id=before.idea_id,
+                    version=version,
+                    source=report.plan.source,
+                    markdown=report.plan.markdown,
+                    document=dict(report.plan.document),
+                    created_at=report.received_at,
+                )
+            )
+        after = dataclasses.replace(before, **changes) if changes else before
+        outcome = ReportOutcome(after, before.status, after.status != before.status, version)
+        effects = report.effects(outcome)
+        self._many(
+            cursor,
+            self._q.answer_delivery.sql,
+            [
+                {
+                    "b_source": REPORT_SOURCE,
+                    "b_delivery_id": delivery_id,
+                    "response": c.json(dict(effects.response)),
+                }
+            ],
+            returning=False,
+        )
+        self.enqueue(conn, [(message, report.received_at) for message in effects.messages])
+        self.append_events(conn, [(event, report.received_at) for event in effects.events])
+        return ReportResult(False, effects.response, outcome, len(effects.messages))
 
     # --- the outbox and leases -------------------------------------------------------------------------
 
