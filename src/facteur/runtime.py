@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 
 from facteur.bus import build_broker
@@ -27,6 +30,7 @@ from facteur.intake.discord import DiscordIntake
 from facteur.intake.discord_plans import DiscordPlans
 from facteur.intake.github import GitHubIntake
 from facteur.orchestrator.dispatch import Dispatcher
+from facteur.orchestrator.run_reports import RunReports
 from facteur.settings import Settings
 from facteur.store.migrate import head_revision
 from facteur.store.port import Store
@@ -53,6 +57,9 @@ class Runtime:
     intake: CodexTaskIntake
     github: GitHubIntake
     discord: DiscordIntake
+    run_reports: RunReports
+    #: key of the per-run callback tokens
+    callback_secret: bytes
     #: GitHub (when a token or App is configured), else None: intake then skips its GitHub calls
     forge: Forge | None = None
     #: the bus; set when the outbox relay or ``bus.consume_codex_tasks`` is on (or given by tests)
@@ -199,6 +206,20 @@ def build_forge(settings: Settings) -> Forge | None:
     return GitHubForge.from_settings(settings.github)
 
 
+def callback_secret(settings: Settings) -> bytes:
+    """``server.callback_secret``; else derived from ``server.api_token``; else random for this process
+    (run tokens then change with each restart, which is said in the log)."""
+    if settings.server.callback_secret is not None:
+        return settings.server.callback_secret.get_secret_value().encode()
+    if settings.server.api_token is not None:
+        token = settings.server.api_token.get_secret_value().encode()
+        return hmac.new(token, b"facteur run callbacks", hashlib.sha256).digest()
+    logger.warning(
+        "no server.callback_secret or server.api_token: run tokens are valid until this process stops"
+    )
+    return secrets.token_bytes(32)
+
+
 def workflow_identifier() -> str | None:
     """The Argo workflow this process runs in (name, uid or namespace), appended to ready comments."""
     for name in ("ARGO_WORKFLOW_NAME", "ARGO_WORKFLOW_UID", "ARGO_WORKFLOW_NAMESPACE"):
@@ -248,6 +269,7 @@ async def build_runtime(
     )
     if forge is None:
         forge = build_forge(settings)
+    run_reports = RunReports(store=store, clock=clock, execution_topic=settings.bus.topics.codex_execution)
     github = GitHubIntake(
         store=store,
         codex_tasks=intake,
@@ -273,6 +295,8 @@ async def build_runtime(
             sink=DiscordPlans(store=store, ids=ids, topic=settings.bus.topics.discord_commands),
         ),
         forge=forge,
+        run_reports=run_reports,
+        callback_secret=callback_secret(settings),
         broker=broker,
         relay=relay,
     )

@@ -1,0 +1,164 @@
+"""What stage runs report (``POST /api/v1/runs/{id}/events``), applied to the store: status, heartbeats,
+progress, usage, plans and the outcome, each once per event id, with an audit event and, when the run's
+status changes, a message on ``codex.execution``."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from facteur.clock import Clock
+from facteur.domain.events import NewEvent
+from facteur.domain.plans import InvalidPlan, parse_plan, plan_to_json
+from facteur.domain.run_reports import Outcome, ReportType, RunReportEvent
+from facteur.domain.runs import RunStatus
+from facteur.orchestrator.dispatch import execution_message
+from facteur.store.port import IngestEffects, PlanVersionDraft, ReportOutcome, RunReport, Store
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "run"
+#: statuses a run may leave when it reports that it started, or that it finished
+_NOT_STARTED = (RunStatus.QUEUED, RunStatus.SUBMITTED)
+_ACTIVE = (RunStatus.QUEUED, RunStatus.SUBMITTED, RunStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAnswer:
+    status: int
+    body: dict[str, Any]
+
+
+class RunReports:
+    def __init__(self, *, store: Store, clock: Clock, execution_topic: str) -> None:
+        self._store = store
+        self._clock = clock
+        self._topic = execution_topic
+
+    async def receive(self, run_id: uuid.UUID, event: RunReportEvent) -> ReportAnswer:
+        """Apply one event; raise :class:`facteur.errors.NotFound` for an unknown run."""
+        now = self._clock.now()
+        plan: PlanVersionDraft | None = None
+        problems: tuple[str, ...] = ()
+        if event.type is ReportType.PLAN:
+            assert event.markdown is not None
+            try:
+                parsed = parse_plan(event.markdown)
+                plan = PlanVersionDraft(source="run", markdown=event.markdown, document=plan_to_json(parsed))
+            except InvalidPlan as exc:
+                problems = exc.problems
+
+        def effects(outcome: ReportOutcome) -> IngestEffects:
+            run = outcome.run
+            payload = _payload(event, outcome, problems)
+            kind = "plan.rejected" if problems else f"run.{event.type.value}"
+            events = [
+                NewEvent(
+                    kind=kind,
+                    actor=ACTOR,
+                    payload=payload,
+                    idea_id=run.idea_id,
+                    task_id=run.task_id,
+                    run_id=run.id,
+                )
+            ]
+            messages = []
+            if outcome.status_changed:
+                messages.append(
+                    execution_message(
+                        self._topic, run, kind=f"run.{run.status.value}", status=run.status, at=now
+                    )
+                )
+            response: dict[str, Any] = {
+                "runId": str(run.id),
+                "eventId": event.id,
+                "type": event.type.value,
+                "runStatus": run.status.value,
+                "statusChanged": outcome.status_changed,
+            }
+            if outcome.plan_version is not None:
+                response["planVersion"] = outcome.plan_version
+            if problems:
+                response["error"] = "invalid plan"
+                response["problems"] = list(problems)
+            return IngestEffects(response=response, events=events, messages=messages)
+
+        result = await self._store.report_run(
+            RunReport(
+                run_id=run_id,
+                key=event.id,
+                received_at=now,
+                effects=effects,
+                plan=plan,
+                **_changes(event),
+            )
+        )
+        body = {**result.response, "duplicate": result.duplicate}
+        status = 422 if "problems" in result.response else 202
+        logger.info(
+            "run event: run=%s type=%s id=%s duplicate=%s status=%s",
+            run_id,
+            event.type.value,
+            event.id,
+            result.duplicate,
+            body.get("runStatus"),
+        )
+        return ReportAnswer(status, body)
+
+
+def _changes(event: RunReportEvent) -> dict[str, Any]:
+    kind = event.type
+    if kind is ReportType.STARTED:
+        return {
+            "status": RunStatus.RUNNING,
+            "from_statuses": _NOT_STARTED,
+            "started": True,
+            "heartbeat": True,
+        }
+    if kind in {ReportType.HEARTBEAT, ReportType.PROGRESS}:
+        return {"status": RunStatus.RUNNING, "from_statuses": _NOT_STARTED, "heartbeat": True}
+    if kind is ReportType.USAGE:
+        return {
+            "tokens_in": event.input_tokens,
+            "tokens_out": event.output_tokens,
+            "cost_usd": event.cost_usd,
+        }
+    if kind is ReportType.COMPLETED:
+        status = RunStatus.SUCCEEDED if event.outcome is Outcome.SUCCEEDED else RunStatus.FAILED
+        return {
+            "status": status,
+            "from_statuses": _ACTIVE,
+            "heartbeat": True,
+            "summary": event.summary,
+            "artifacts": list(event.artifacts),
+            "pull_request": event.pull_request,
+            "branch": event.branch,
+        }
+    return {"heartbeat": True}  # plan
+
+
+def _payload(event: RunReportEvent, outcome: ReportOutcome, problems: tuple[str, ...]) -> dict[str, Any]:
+    payload: dict[str, Any] = {"event_id": event.id, "type": event.type.value}
+    if outcome.status_changed:
+        payload["status"] = {"from": outcome.previous_status.value, "to": outcome.run.status.value}
+    if event.type is ReportType.PROGRESS:
+        payload["text"] = event.text
+        payload["checklist"] = [{"text": i.text, "done": i.done} for i in event.checklist]
+    elif event.type is ReportType.USAGE:
+        payload.update(
+            input_tokens=event.input_tokens, output_tokens=event.output_tokens, cost_usd=event.cost_usd
+        )
+    elif event.type is ReportType.COMPLETED:
+        payload.update(
+            outcome=None if event.outcome is None else event.outcome.value,
+            summary=event.summary,
+            pull_request=event.pull_request,
+            branch=event.branch,
+        )
+    elif event.type is ReportType.PLAN:
+        payload["plan_version"] = outcome.plan_version
+        if problems:
+            payload["problems"] = list(problems)
+    return payload
