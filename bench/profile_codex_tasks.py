@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import codex_tasks as bench  # a sibling script, not a package
+import _harness as harness  # sibling modules, not a package
+import codex_tasks as bench
 
 #: (category, regular expression over "function (file:line)") — the first rule matching the leaf-most frame
 RULES: list[tuple[str, str]] = [
@@ -150,13 +151,13 @@ def thread_names(raw: Path) -> dict[int, str]:
 @contextlib.contextmanager
 def facteur_server(
     args: argparse.Namespace, workdir: Path, server_cpus: str | None
-) -> Iterator[bench.Server]:
+) -> Iterator[harness.Server]:
     variant = bench.Variant("facteur", args.database, args.executor, args.mode, args.log_level)
-    postgres = bench.Postgres() if args.database == "postgresql" else None
+    postgres = harness.Postgres() if args.database == "postgresql" else None
     try:
-        with bench.database_for(variant, workdir, postgres) as (url, _target):
+        with harness.database_for(variant, workdir, postgres) as (url, _target):
             server = bench.server_for(
-                variant, url=url, port=bench.free_port(), workdir=workdir, cpus=server_cpus
+                variant, url=url, port=harness.free_port(), workdir=workdir, cpus=server_cpus
             )
             server.start()
             try:

