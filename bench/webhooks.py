@@ -49,7 +49,10 @@ from typing import Any, Literal
 import _harness as harness  # bench/ is not a package: the machinery the benchmark scripts share
 
 SECTION = harness.Section("webhooks", "POST /webhooks/github")
-FIXTURES = Path("../shared/fixtures/github/webhook-examples.json")
+#: ../shared beside the repository, as for the tests
+FIXTURES = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "github" / "webhook-examples.json"
+)
 
 TARGET_SQLITE_RPS = 2000.0
 TARGET_POSTGRES_RPS = 1500.0
