@@ -35,10 +35,43 @@ PLAN_FILE = "PLAN.md"
 PROGRESS_COMMAND = "facteur progress-comment"
 NO_DESCRIPTION = "No description provided."
 
+#: how a plan's Task Breakdown lists its tasks, for the planning run (facteur.domain.plans reads it)
+TASK_FORMAT_HELP = "\n".join(
+    (
+        "Task format (Facteur reads the Task Breakdown to schedule the work, one run per task):",
+        "- Give each task its own `#### <key> \u2014 <title>` heading under `### Task Breakdown`. A key "
+        "is 1 to 63 lower-case letters, digits, `-` and `_`, starts with a letter or a digit, and is "
+        "unique in the plan.",
+        "- Under the heading, say in a short paragraph what the task changes and why.",
+        "- Then three bullets: `- Depends on:` the keys of the tasks whose changes it builds on, or "
+        "`none`; `- Paths:` the files and directories it touches, separated by commas, or `none`; "
+        "`- Heavy: yes` when it needs a large executor (long build, big test suite), otherwise "
+        "`- Heavy: no`.",
+        "- Then the line `Acceptance criteria:` and a `- [ ]` list: at least one criterion, one line each, "
+        "that a reviewer can check.",
+        "- Dependencies must not form a cycle. Use `####` headings for tasks only.",
+        "Example of one task:",
+        "```markdown",
+        "#### search-cache \u2014 Cache search results",
+        "",
+        "Keep the last 1,000 search results in memory so that a repeated query skips the database.",
+        "",
+        "- Depends on: `search-index`",
+        "- Paths: `src/search/cache.py`, `tests/search/test_cache.py`",
+        "- Heavy: no",
+        "",
+        "Acceptance criteria:",
+        "- [ ] A repeated query is answered without a database call (unit test).",
+        "- [ ] The cache never holds more than 1,000 results.",
+        "```",
+    )
+)
+
 _SECTION_GUIDANCE: dict[str, str] = {
     "Objective": "the outcome in one or two sentences, and how anyone can tell it was reached.",
     "Context & Constraints": "the code, services and rules that shape the work, with paths and links.",
-    "Task Breakdown": "numbered steps, each small enough for one commit, naming the files and symbols.",
+    "Task Breakdown": "the tasks, in the task format above, each small enough for one pull request and "
+    "naming the files and symbols it changes.",
     "Deliverables": "what exists when the work is done: code, tests, docs, migrations, configuration.",
     "Validation & Observability": "the exact commands (with working directory and expected output) and "
     "the signals that prove it works.",
@@ -95,6 +128,7 @@ def planning_prompt(
             "Keep it short and concrete.",
         ),
         f"Plan template (copy it as it stands, then fill in every section):\n{plan_template()}",
+        TASK_FORMAT_HELP,
         _bullets(
             "What each section holds:", *(f"{name}: {hint}" for name, hint in _SECTION_GUIDANCE.items())
         ),
