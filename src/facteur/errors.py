@@ -33,6 +33,10 @@ class NotFound(FacteurError):
     """The requested record does not exist."""
 
 
+class Conflict(FacteurError):
+    """The request conflicts with what exists (a duplicate, or a record in the wrong state)."""
+
+
 class StoreError(FacteurError):
     """The store failed."""
 

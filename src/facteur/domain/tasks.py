@@ -31,3 +31,11 @@ class Task:
     attempts: int
     created_at: datetime
     updated_at: datetime
+    # from the plan (stage-level tasks keep the defaults)
+    description: str = ""
+    acceptance_criteria: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    heavy: bool = False
+    plan_version: int | None = None
+    #: a failed task is not ready again before then (back-off)
+    not_before: datetime | None = None

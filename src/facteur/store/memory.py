@@ -18,17 +18,22 @@ from typing import Any, TypeVar
 from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import GENESIS_HASH, Event, NewEvent, seal
-from facteur.domain.ideas import Idea
+from facteur.domain.ideas import Idea, IdeaSource
 from facteur.domain.runs import Run, RunStatus
+from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task, TaskState
-from facteur.errors import NotFound, StoreError, StoreUnavailable
+from facteur.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from facteur.store.migrate import head_revision
 from facteur.store.port import (
     REPORT_SOURCE,
+    Approval,
     Delivery,
     DeliveryIds,
     DeliveryResult,
+    IdeaCreation,
+    IdeaDetail,
     IdeaDraft,
+    IdeaFilter,
     Ingest,
     IngestIds,
     IngestResult,
@@ -39,6 +44,7 @@ from facteur.store.port import (
     ReportResult,
     RunReport,
     RunUpdate,
+    TaskView,
     outbox_key,
     report_delivery_id,
 )
@@ -61,6 +67,10 @@ class MemoryStore:
         self._outbox_listener: Callable[[], None] | None = None
         self.leases: dict[str, tuple[str, datetime]] = {}
         self.plans: dict[uuid.UUID, list[PlanVersion]] = {}
+        self.specs: dict[uuid.UUID, Mapping[str, Any]] = {}
+        self.approvals: list[Approval] = []
+        #: task id -> the ids of the tasks it depends on
+        self.dependencies: dict[uuid.UUID, list[uuid.UUID]] = {}
         #: set to make every operation fail as if the database were down
         self.unavailable = False
 
@@ -240,6 +250,106 @@ class MemoryStore:
         return run
 
     # --- the outbox and leases -----------------------------------------------------------------------------
+
+    async def create_idea(self, creation: IdeaCreation) -> Idea:
+        self._check()
+        draft, at = creation.idea, creation.at
+        if await self.find_idea(draft.source, draft.source_ref) is not None:
+            raise Conflict(f"an idea from {draft.source.value} {draft.source_ref!r} exists already")
+        _check_keys(creation.messages)
+        approved = creation.approval is not None and creation.approval.decision != "rejected"
+        plan_version = creation.approval.plan_version if approved and creation.approval else None
+        idea, _ = self._idea_for(draft, at)
+        idea = dataclasses.replace(idea, plan_version=plan_version)
+        self.ideas[idea.id] = idea
+        self.specs[idea.id] = json.loads(json.dumps(dict(draft.spec)))
+        if creation.plan is not None:
+            self.plans[idea.id] = [
+                PlanVersion(
+                    idea_id=idea.id,
+                    version=1,
+                    source=creation.plan.source,
+                    markdown=creation.plan.markdown,
+                    document=json.loads(json.dumps(dict(creation.plan.document))),
+                    created_at=at,
+                )
+            ]
+        if creation.approval is not None:
+            a = creation.approval
+            self.approvals.append(
+                Approval(
+                    id=a.id,
+                    idea_id=idea.id,
+                    plan_version=a.plan_version,
+                    decision=a.decision,
+                    decided_by=a.decided_by,
+                    reason=a.reason,
+                    created_at=at,
+                )
+            )
+        id_of = {spec.key: spec.id for spec in creation.tasks}
+        for spec in creation.tasks:
+            self.tasks[spec.id] = Task(
+                id=spec.id,
+                idea_id=idea.id,
+                key=spec.key,
+                title=spec.title,
+                stage=Stage.IMPLEMENTATION.value,
+                state=spec.state,
+                attempts=0,
+                created_at=at,
+                updated_at=at,
+                description=spec.description,
+                acceptance_criteria=spec.acceptance_criteria,
+                paths=spec.paths,
+                heavy=spec.heavy,
+                plan_version=plan_version,
+            )
+            self.dependencies[spec.id] = [id_of[key] for key in spec.depends_on]
+        for event in creation.events:
+            self._append(event, at)
+        self._enqueue(creation.messages, at)
+        return idea
+
+    async def find_idea(self, source: IdeaSource, source_ref: str) -> Idea | None:
+        self._check()
+        return next(
+            (i for i in self.ideas.values() if (i.source, i.source_ref) == (source, source_ref)), None
+        )
+
+    async def idea_detail(self, idea_id: uuid.UUID) -> IdeaDetail:
+        self._check()
+        idea = _found(self.ideas.get(idea_id), "idea", idea_id)
+        own = sorted(
+            (t for t in self.tasks.values() if t.idea_id == idea_id), key=lambda t: (t.created_at, t.id)
+        )
+        key_of = {t.id: t.key for t in own}
+        return IdeaDetail(
+            idea=idea,
+            spec=self.specs.get(idea_id, {}),
+            plans=list(self.plans.get(idea_id, [])),
+            tasks=[
+                TaskView(task=t, depends_on=tuple(sorted(key_of[d] for d in self.dependencies.get(t.id, []))))
+                for t in own
+            ],
+            runs=sorted(
+                (r for r in self.runs.values() if r.idea_id == idea_id), key=lambda r: (r.created_at, r.id)
+            ),
+            approvals=[a for a in self.approvals if a.idea_id == idea_id],
+        )
+
+    async def list_ideas(self, query: IdeaFilter) -> list[Idea]:
+        self._check()
+        found = [
+            i
+            for i in self.ideas.values()
+            if (not query.states or i.state in query.states)
+            and (query.repository is None or i.repository == query.repository)
+            and (query.source is None or i.source == query.source)
+            and (query.before is None or (i.created_at, i.id) < query.before)
+        ]
+        found.sort(key=lambda i: (i.created_at, i.id), reverse=True)
+        return found[: query.limit]
 
     async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
         self._check()

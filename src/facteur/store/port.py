@@ -169,6 +169,84 @@ class PlanVersion:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """A plan task to create (its dependencies by key, within the same idea)."""
+
+    id: uuid.UUID
+    key: str
+    title: str
+    description: str
+    depends_on: tuple[str, ...]
+    acceptance_criteria: tuple[str, ...]
+    paths: tuple[str, ...]
+    heavy: bool
+    state: TaskState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDraft:
+    id: uuid.UUID
+    plan_version: int
+    #: ``approved``, ``rejected`` or ``automatic``
+    decision: str
+    decided_by: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    id: uuid.UUID
+    idea_id: uuid.UUID
+    plan_version: int
+    decision: str
+    decided_by: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdeaCreation:
+    """A new idea with what it starts with, in one transaction: its first plan version, the approval
+    decision, its tasks (when the plan is approved) and the events and messages that record it."""
+
+    idea: IdeaDraft
+    at: datetime
+    plan: PlanVersionDraft | None = None
+    approval: ApprovalDraft | None = None
+    tasks: Sequence[TaskSpec] = ()
+    events: Sequence[NewEvent] = ()
+    messages: Sequence[Message] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskView:
+    task: Task
+    #: keys of the tasks it depends on
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdeaDetail:
+    idea: Idea
+    #: idea spec as stored
+    spec: Mapping[str, Any]
+    plans: list[PlanVersion]
+    tasks: list[TaskView]
+    runs: list[Run]
+    approvals: list[Approval]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdeaFilter:
+    states: Collection[IdeaState] = ()
+    repository: str | None = None
+    source: IdeaSource | None = None
+    limit: int = 50
+    #: ideas created before this one (the previous page's last), newest first
+    before: tuple[datetime, uuid.UUID] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunReport:
     """What a run reported about itself, applied once per (run, key) in one transaction.
 
@@ -299,6 +377,19 @@ class Store(Protocol):
     ) -> Run | None:
         """Apply the update, append the event and put the messages in the outbox; None (and nothing
         written) when the run was not in an expected status."""
+        ...
+
+    async def create_idea(self, creation: IdeaCreation) -> Idea:
+        """Create the idea and what it starts with; raise :class:`facteur.errors.Conflict` when an idea
+        with its source and source_ref exists."""
+        ...
+
+    async def find_idea(self, source: IdeaSource, source_ref: str) -> Idea | None: ...
+
+    async def idea_detail(self, idea_id: uuid.UUID) -> IdeaDetail: ...
+
+    async def list_ideas(self, query: IdeaFilter) -> list[Idea]:
+        """Ideas matching the filter, newest first."""
         ...
 
     async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:

@@ -42,6 +42,12 @@ def task_from_row(row: Any) -> Task:
         attempts=row.attempts,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        description=row.description,
+        acceptance_criteria=tuple(row.acceptance_criteria or ()),
+        paths=tuple(row.paths or ()),
+        heavy=bool(row.heavy),
+        plan_version=row.plan_version,
+        not_before=row.not_before,
     )
 
 

@@ -28,14 +28,18 @@ from sqlalchemy.engine import make_url
 from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import Event, NewEvent
-from facteur.domain.ideas import Idea
+from facteur.domain.ideas import Idea, IdeaSource
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task
 from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store import migrate
 from facteur.store.port import (
+    Approval,
     Delivery,
     DeliveryResult,
+    IdeaCreation,
+    IdeaDetail,
+    IdeaFilter,
     Ingest,
     IngestResult,
     OutboxBacklog,
@@ -44,9 +48,10 @@ from facteur.store.port import (
     ReportResult,
     RunReport,
     RunUpdate,
+    TaskView,
 )
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
-from facteur.store.tables import event_chain, events, ideas, plans, runs, tasks
+from facteur.store.tables import approvals, event_chain, events, ideas, plans, runs, task_dependencies, tasks
 from facteur.store.writer import BatchWriter, SetOperation
 from facteur.store.writes import ChainHooks, Writes, find_delivery
 
@@ -82,6 +87,7 @@ class SqlStore:
         self._record = SetOperation(self._writes.record, self._writes.record_many)
         self._update_run = SetOperation(self._writes.update_run, self._writes.update_run_many)
         self._report_run = self._writes.report_run
+        self._create_idea = self._writes.create_idea
         self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
         self._append_event = self._writes.append_event
         #: every write goes through one writer thread that commits in batches (group commit)
@@ -90,7 +96,14 @@ class SqlStore:
             _translate,
             hooks=ChainHooks(
                 self._writes,
-                [self._ingest, self._record, self._update_run, self._report_run, self._append_event],
+                [
+                    self._ingest,
+                    self._record,
+                    self._update_run,
+                    self._report_run,
+                    self._create_idea,
+                    self._append_event,
+                ],
             ),
             ping_after_idle=None if writer.dialect.name == "sqlite" else WRITER_PING_AFTER_IDLE_SECONDS,
             closed=lambda: StoreUnavailable("the store is closed"),
@@ -270,22 +283,93 @@ class SqlStore:
 
     # --- the outbox and leases -----------------------------------------------------------------------------
 
-    async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
-        def read(conn: sa.Connection) -> list[PlanVersion]:
-            query = sa.select(plans).where(plans.c.idea_id == idea_id).order_by(plans.c.version)
-            return [
-                PlanVersion(
-                    idea_id=row.idea_id,
-                    version=row.version,
-                    source=row.source,
-                    markdown=row.markdown,
-                    document=row.document,
-                    created_at=row.created_at,
-                )
-                for row in conn.execute(query)
-            ]
+    async def create_idea(self, creation: IdeaCreation) -> Idea:
+        idea: Idea = await self._write(self._create_idea, creation)
+        if creation.messages:
+            self._outbox_written()
+        return idea
+
+    async def find_idea(self, source: IdeaSource, source_ref: str) -> Idea | None:
+        def read(conn: sa.Connection) -> Idea | None:
+            row = conn.execute(
+                sa.select(ideas).where(ideas.c.source == source.value, ideas.c.source_ref == source_ref)
+            ).first()
+            return None if row is None else idea_from_row(row)
 
         return await self._read(read)
+
+    async def idea_detail(self, idea_id: uuid.UUID) -> IdeaDetail:
+        def read(conn: sa.Connection) -> IdeaDetail:
+            row = _get_one(conn, ideas, idea_id, "idea")
+            task_rows = conn.execute(
+                sa.select(tasks).where(tasks.c.idea_id == idea_id).order_by(tasks.c.created_at, tasks.c.id)
+            ).all()
+            key_of = {r.id: r.key for r in task_rows}
+            depends: dict[uuid.UUID, list[str]] = {}
+            if task_rows:
+                edges = conn.execute(
+                    sa.select(task_dependencies).where(task_dependencies.c.task_id.in_(list(key_of)))
+                ).all()
+                for edge in edges:
+                    depends.setdefault(edge.task_id, []).append(key_of[edge.depends_on_task_id])
+            return IdeaDetail(
+                idea=idea_from_row(row),
+                spec=row.spec,
+                plans=_plans(conn, idea_id),
+                tasks=[
+                    TaskView(task=task_from_row(r), depends_on=tuple(sorted(depends.get(r.id, []))))
+                    for r in task_rows
+                ],
+                runs=[
+                    run_from_row(r)
+                    for r in conn.execute(
+                        sa.select(runs)
+                        .where(runs.c.idea_id == idea_id)
+                        .order_by(runs.c.created_at, runs.c.id)
+                    )
+                ],
+                approvals=[
+                    Approval(
+                        id=r.id,
+                        idea_id=r.idea_id,
+                        plan_version=r.plan_version,
+                        decision=r.decision,
+                        decided_by=r.decided_by,
+                        reason=r.reason,
+                        created_at=r.created_at,
+                    )
+                    for r in conn.execute(
+                        sa.select(approvals)
+                        .where(approvals.c.idea_id == idea_id)
+                        .order_by(approvals.c.created_at, approvals.c.id)
+                    )
+                ],
+            )
+
+        return await self._read(read)
+
+    async def list_ideas(self, query: IdeaFilter) -> list[Idea]:
+        def read(conn: sa.Connection) -> list[Idea]:
+            statement = (
+                sa.select(ideas).order_by(ideas.c.created_at.desc(), ideas.c.id.desc()).limit(query.limit)
+            )
+            if query.states:
+                statement = statement.where(ideas.c.state.in_([s.value for s in query.states]))
+            if query.repository is not None:
+                statement = statement.where(ideas.c.repository == query.repository)
+            if query.source is not None:
+                statement = statement.where(ideas.c.source == query.source.value)
+            if query.before is not None:
+                at, last = query.before
+                statement = statement.where(
+                    sa.or_(ideas.c.created_at < at, sa.and_(ideas.c.created_at == at, ideas.c.id < last))
+                )
+            return [idea_from_row(r) for r in conn.execute(statement)]
+
+        return await self._read(read)
+
+    async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
+        return await self._read(_plans, idea_id)
 
     async def report_run(self, report: RunReport) -> ReportResult:
         result: ReportResult = await self._write(self._report_run, report)
@@ -354,6 +438,21 @@ class SqlStore:
 
 
 _GET_BY_ID: dict[str, sa.Select[Any]] = {}
+
+
+def _plans(conn: sa.Connection, idea_id: uuid.UUID) -> list[PlanVersion]:
+    query = sa.select(plans).where(plans.c.idea_id == idea_id).order_by(plans.c.version)
+    return [
+        PlanVersion(
+            idea_id=row.idea_id,
+            version=row.version,
+            source=row.source,
+            markdown=row.markdown,
+            document=row.document,
+            created_at=row.created_at,
+        )
+        for row in conn.execute(query)
+    ]
 
 
 def _get_one(conn: sa.Connection, table: sa.Table, record_id: uuid.UUID, noun: str) -> Any:

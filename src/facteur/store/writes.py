@@ -20,18 +20,22 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import Event, NewEvent, seal
+from facteur.domain.ideas import Idea
 from facteur.domain.runs import Run
-from facteur.errors import NotFound, StoreError
+from facteur.domain.stages import Stage
+from facteur.errors import Conflict, NotFound, StoreError
 from facteur.store.compiled import Codec
 from facteur.store.port import (
     REPORT_SOURCE,
     Delivery,
     DeliveryIds,
     DeliveryResult,
+    IdeaCreation,
     IdeaDraft,
     Ingest,
     IngestIds,
@@ -46,9 +50,9 @@ from facteur.store.port import (
     report_delivery_id,
 )
 from facteur.store.reports import report_changes
-from facteur.store.rows import run_from_row
+from facteur.store.rows import idea_from_row, run_from_row
 from facteur.store.statements import statements
-from facteur.store.tables import ideas, plans, runs
+from facteur.store.tables import approvals, ideas, plans, runs, task_dependencies, tasks
 from facteur.store.writer import BatchHooks, Operation, SetOperation
 
 #: where a batch collects its events (``Connection.info`` outlives the transaction: popped at its end)
@@ -453,6 +457,81 @@ class Writes:
             values["artifacts"] = c.json_out(values["artifacts"])
         return run_from_row(SimpleNamespace(**values))
 
+    # --- ideas created whole (API, CLI) ---------------------------------------------------------------------
+
+    def create_idea(self, conn: sa.Connection, creation: IdeaCreation) -> Idea:
+        draft, at = creation.idea, creation.at
+        values = self._idea_values(draft, at)
+        values["id"] = draft.id
+        values["spec"] = dict(draft.spec)
+        values["paused"] = False
+        values["created_at"] = values["updated_at"] = at
+        if creation.approval is not None and creation.approval.decision != "rejected":
+            values["plan_version"] = creation.approval.plan_version
+        inserted = conn.execute(_insert_ignoring(conn, ideas).values(**values).returning(ideas.c.id)).first()
+        if inserted is None:
+            raise Conflict(f"an idea from {draft.source.value} {draft.source_ref!r} exists already")
+        if creation.plan is not None:
+            conn.execute(
+                sa.insert(plans).values(
+                    idea_id=draft.id,
+                    version=1,
+                    source=creation.plan.source,
+                    markdown=creation.plan.markdown,
+                    document=dict(creation.plan.document),
+                    created_at=at,
+                )
+            )
+        if creation.approval is not None:
+            approval = creation.approval
+            conn.execute(
+                sa.insert(approvals).values(
+                    id=approval.id,
+                    idea_id=draft.id,
+                    plan_version=approval.plan_version,
+                    decision=approval.decision,
+                    decided_by=approval.decided_by,
+                    reason=approval.reason,
+                    created_at=at,
+                )
+            )
+        if creation.tasks:
+            version = values.get("plan_version")
+            conn.execute(
+                sa.insert(tasks),
+                [
+                    {
+                        "id": spec.id,
+                        "idea_id": draft.id,
+                        "key": spec.key,
+                        "title": spec.title,
+                        "stage": Stage.IMPLEMENTATION.value,
+                        "state": spec.state.value,
+                        "attempts": 0,
+                        "created_at": at,
+                        "updated_at": at,
+                        "description": spec.description,
+                        "acceptance_criteria": list(spec.acceptance_criteria),
+                        "paths": list(spec.paths),
+                        "heavy": spec.heavy,
+                        "plan_version": version,
+                    }
+                    for spec in creation.tasks
+                ],
+            )
+            id_of = {spec.key: spec.id for spec in creation.tasks}
+            edges = [
+                {"task_id": spec.id, "depends_on_task_id": id_of[key]}
+                for spec in creation.tasks
+                for key in spec.depends_on
+            ]
+            if edges:
+                conn.execute(sa.insert(task_dependencies), edges)
+        self.enqueue(conn, [(message, at) for message in creation.messages])
+        self.append_events(conn, [(event, at) for event in creation.events])
+        row = conn.execute(sa.select(ideas).where(ideas.c.id == draft.id)).one()
+        return idea_from_row(row)
+
     # --- run reports ----------------------------------------------------------------------------------------
 
     def report_run(self, conn: sa.Connection, report: RunReport) -> ReportResult:
@@ -739,6 +818,13 @@ def outbox_entry(row: Sequence[Any], codec: Codec) -> OutboxEntry:
         ),
         created_at=at,
     )
+
+
+def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _idea(draft: IdeaDraft | None) -> IdeaDraft:
