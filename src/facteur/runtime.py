@@ -30,6 +30,7 @@ from facteur.intake.discord import DiscordIntake
 from facteur.intake.discord_plans import DiscordPlans
 from facteur.intake.github import GitHubIntake
 from facteur.orchestrator.dispatch import Dispatcher
+from facteur.orchestrator.ideas import Ideas
 from facteur.orchestrator.run_reports import RunReports
 from facteur.settings import Settings
 from facteur.store.migrate import head_revision
@@ -58,6 +59,7 @@ class Runtime:
     github: GitHubIntake
     discord: DiscordIntake
     run_reports: RunReports
+    ideas: Ideas
     #: key of the per-run callback tokens
     callback_secret: bytes
     #: GitHub (when a token or App is configured), else None: intake then skips its GitHub calls
@@ -296,6 +298,13 @@ async def build_runtime(
         ),
         forge=forge,
         run_reports=run_reports,
+        ideas=Ideas(
+            store=store,
+            clock=clock,
+            ids=ids,
+            approvals=settings.approvals,
+            intent_topic=settings.bus.topics.codex_intent,
+        ),
         callback_secret=callback_secret(settings),
         broker=broker,
         relay=relay,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +13,15 @@ from starlette.exceptions import HTTPException
 from facteur.errors import FacteurError, ForgeError, InvalidInput, NotFound, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+
+_ERRORS = {
+    400: "bad request",
+    401: "unauthorized",
+    404: "not found",
+    405: "method not allowed",
+    409: "conflict",
+}
 
 
 def error_response(status: int, error: str, detail: str | None = None) -> JSONResponse:
@@ -45,7 +55,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
-        error = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "http error")
+        error = _ERRORS.get(exc.status_code, "http error")
+        detail: Any = exc.detail  # starlette types it str; FastAPI's HTTPException takes any JSON value
+        if isinstance(detail, dict):  # {message, problems}: every problem named
+            problems = [str(p) for p in detail.get("problems", [])]
+            body: dict[str, Any] = {
+                "error": str(detail.get("message", error)),
+                "detail": "; ".join(problems),
+                "problems": problems,
+            }
+            return JSONResponse(body, status_code=exc.status_code)
         return error_response(exc.status_code, error, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
