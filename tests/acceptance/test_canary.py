@@ -24,10 +24,14 @@ pytestmark = pytest.mark.acceptance
 
 
 @contextmanager
-def serve(workdir: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`facteur serve` with no configuration at all, but the port, in a fresh working directory."""
+def serve(
+    workdir: Path, port: int, log: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`facteur serve` with no configuration at all, but the port (and ``extra_env``), in a fresh working
+    directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTEUR_")}
     env["FACTEUR_SERVER__PORT"] = str(port)
+    env.update(extra_env or {})
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "facteur", "serve"], cwd=workdir, env=env, stdout=out, stderr=out

@@ -85,8 +85,8 @@ async def test_an_idea_is_created_whole(store: Store, clock: FakeClock) -> None:
     assert detail.spec == {"goal": "p99 halved", "risk_labels": ["auth"]}
     assert [p.version for p in detail.plans] == [1]
     assert [(a.decision, a.plan_version) for a in detail.approvals] == [("automatic", 1)]
+    assert [v.task.key for v in detail.tasks] == ["a", "b", "c"]  # plan order
     views = {v.task.key: v for v in detail.tasks}
-    assert set(views) == {"a", "b", "c"}
     assert views["c"].depends_on == ("a", "b")
     assert views["a"].depends_on == ()
     c = views["c"].task

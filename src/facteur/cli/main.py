@@ -13,6 +13,7 @@ from rich.console import Console
 from facteur import __version__
 from facteur.cli.audit import app as audit_app
 from facteur.cli.discord import app as discord_app
+from facteur.cli.ideas import app as idea_app
 from facteur.errors import ConfigError, FacteurError
 from facteur.settings import Settings, load_settings
 from facteur.telemetry import logging as facteur_logging
@@ -28,6 +29,7 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(discord_app, name="discord")
 app.add_typer(audit_app, name="audit")
+app.add_typer(idea_app, name="idea")
 
 err = Console(stderr=True, soft_wrap=True)
 

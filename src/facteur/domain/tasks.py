@@ -37,5 +37,7 @@ class Task:
     paths: tuple[str, ...] = ()
     heavy: bool = False
     plan_version: int | None = None
+    #: the task's place in its plan
+    position: int | None = None
     #: a failed task is not ready again before then (back-off)
     not_before: datetime | None = None

@@ -288,7 +288,7 @@ class MemoryStore:
                 )
             )
         id_of = {spec.key: spec.id for spec in creation.tasks}
-        for spec in creation.tasks:
+        for position, spec in enumerate(creation.tasks):
             self.tasks[spec.id] = Task(
                 id=spec.id,
                 idea_id=idea.id,
@@ -304,6 +304,7 @@ class MemoryStore:
                 paths=spec.paths,
                 heavy=spec.heavy,
                 plan_version=plan_version,
+                position=position,
             )
             self.dependencies[spec.id] = [id_of[key] for key in spec.depends_on]
         for event in creation.events:
@@ -321,7 +322,8 @@ class MemoryStore:
         self._check()
         idea = _found(self.ideas.get(idea_id), "idea", idea_id)
         own = sorted(
-            (t for t in self.tasks.values() if t.idea_id == idea_id), key=lambda t: (t.created_at, t.id)
+            (t for t in self.tasks.values() if t.idea_id == idea_id),
+            key=lambda t: (t.created_at, t.position or 0, t.id),
         )
         key_of = {t.id: t.key for t in own}
         return IdeaDetail(

@@ -47,6 +47,7 @@ def task_from_row(row: Any) -> Task:
         paths=tuple(row.paths or ()),
         heavy=bool(row.heavy),
         plan_version=row.plan_version,
+        position=row.position,
         not_before=row.not_before,
     )
 

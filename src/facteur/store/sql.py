@@ -302,7 +302,9 @@ class SqlStore:
         def read(conn: sa.Connection) -> IdeaDetail:
             row = _get_one(conn, ideas, idea_id, "idea")
             task_rows = conn.execute(
-                sa.select(tasks).where(tasks.c.idea_id == idea_id).order_by(tasks.c.created_at, tasks.c.id)
+                sa.select(tasks)
+                .where(tasks.c.idea_id == idea_id)
+                .order_by(tasks.c.created_at, tasks.c.position, tasks.c.id)
             ).all()
             key_of = {r.id: r.key for r in task_rows}
             depends: dict[uuid.UUID, list[str]] = {}

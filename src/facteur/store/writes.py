@@ -515,8 +515,9 @@ class Writes:
                         "paths": list(spec.paths),
                         "heavy": spec.heavy,
                         "plan_version": version,
+                        "position": position,
                     }
-                    for spec in creation.tasks
+                    for position, spec in enumerate(creation.tasks)
                 ],
             )
             id_of = {spec.key: spec.id for spec in creation.tasks}

@@ -40,6 +40,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("paths", Json, nullable=True))
         batch.add_column(sa.Column("heavy", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("plan_version", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("position", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("not_before", UtcDateTime(), nullable=True))
         batch.add_column(sa.Column("claimed_by", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("claim_expires_at", UtcDateTime(), nullable=True))
@@ -106,6 +107,7 @@ def downgrade() -> None:
             "claim_expires_at",
             "claimed_by",
             "not_before",
+            "position",
             "plan_version",
             "heavy",
             "paths",

@@ -1,0 +1,250 @@
+"""``facteur idea submit|list|show|events``: the REST API v1 from the command line, against a running
+server (``--url`` or ``FACTEUR_URL``, token from ``--token`` or ``FACTEUR_API_TOKEN``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:  # httpx is imported when a command runs: importing it slows every CLI start
+    import httpx
+
+app = typer.Typer(help="Submit and follow ideas on a running Facteur.", no_args_is_help=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TIMEOUT_SECONDS = 30.0
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help=f"Facteur's address (else FACTEUR_URL, else {DEFAULT_URL}).")
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="API token (else FACTEUR_API_TOKEN).", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _new_client(base_url: str, token: str | None) -> httpx.Client:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=base_url, headers=headers, timeout=TIMEOUT_SECONDS)
+
+
+#: builds the HTTP client; tests replace it with one talking to an in-process app
+client_factory: Callable[[str, str | None], httpx.Client] = _new_client
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _call(method: str, path: str, url: str | None, token: str | None, **kwargs: Any) -> Any:
+    import httpx
+
+    base = url or os.environ.get("FACTEUR_URL") or DEFAULT_URL
+    token = token or os.environ.get("FACTEUR_API_TOKEN") or None
+    try:
+        with client_factory(base, token) as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach Facteur at {base}: {exc} (start it with `facteur serve`, or set --url)")
+    try:
+        body = response.json()
+    except ValueError:
+        _fail(f"{method} {path}: {response.status_code} with a body that is not JSON")
+    if response.status_code >= 400:
+        detail = body.get("detail") if isinstance(body, dict) else body
+        problems = body.get("problems") if isinstance(body, dict) else None
+        error = body.get("error", "") if isinstance(body, dict) else ""
+        lines = [f"{method} {path}: {response.status_code} {error}"]
+        lines += [f"  - {p}" for p in problems] if problems else [f"  {detail}"]
+        _fail("\n".join(lines), 2 if response.status_code in {400, 404, 409, 422} else 1)
+    return body
+
+
+@app.command("submit")
+def submit(
+    *,
+    title: Annotated[str, typer.Option(help="What the idea is, in a line.")],
+    goal: Annotated[str, typer.Option(help="What success looks like.")],
+    repository: Annotated[str, typer.Option(help="owner/repo")],
+    constraints: Annotated[str, typer.Option(help="Limits the work must respect.")] = "",
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="A success metric (repeatable).")
+    ] = None,
+    priority: Annotated[int, typer.Option(min=0, max=3, help="0 highest … 3 lowest.")] = 2,
+    risk: Annotated[list[str] | None, typer.Option("--risk", help="A risk label (repeatable).")] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            help="A plan file: markdown (docs/plans.md) or JSON ({tasks: [...]}).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Makes a retry find the first idea.")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register an idea (with its plan, if you have one)."""
+    body: dict[str, Any] = {
+        "title": title,
+        "goal": goal,
+        "repository": repository,
+        "constraints": constraints,
+        "success_metrics": metric or [],
+        "priority": priority,
+        "risk_labels": risk or [],
+    }
+    if plan is not None:
+        text = plan.read_text(encoding="utf-8")
+        if plan.suffix.lower() == ".json":
+            try:
+                body["plan_json"] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                _fail(f"{plan} is not JSON: {exc}", 2)
+        else:
+            body["plan"] = text
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    idea = _call("POST", "/api/v1/ideas", url, token, json=body, headers=headers)
+    if as_json:
+        typer.echo(json.dumps(idea))
+        return
+    _show(idea)
+
+
+@app.command("list")
+def list_ideas(
+    *,
+    state: Annotated[
+        list[str] | None, typer.Option("--state", help="Only these states (repeatable).")
+    ] = None,
+    repository: Annotated[str | None, typer.Option(help="Only this owner/repo.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only this source (github_issue, discord, api, cli).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ideas, newest first."""
+    params: list[tuple[str, str | int]] = [("limit", limit)]
+    params += [("state", s) for s in state or []]
+    if repository:
+        params.append(("repository", repository))
+    if source:
+        params.append(("source", source))
+    page = _call("GET", "/api/v1/ideas", url, token, params=params)
+    if as_json:
+        typer.echo(json.dumps(page))
+        return
+    table = Table("id", "state", "repository", "priority", "title", title=f"{len(page['items'])} idea(s)")
+    for idea in page["items"]:
+        paused = " (paused)" if idea["paused"] else ""
+        table.add_row(
+            idea["id"][:8], idea["state"] + paused, idea["repository"], str(idea["priority"]), idea["title"]
+        )
+    out.print(table)
+    if page["next_cursor"]:
+        err.print("more ideas: raise --limit or filter")
+
+
+@app.command("show")
+def show(
+    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """An idea with its plan, tasks, runs, approvals and cost."""
+    idea = _call("GET", f"/api/v1/ideas/{idea_id}", url, token)
+    if as_json:
+        typer.echo(json.dumps(idea))
+        return
+    _show(idea)
+
+
+@app.command("events")
+def events(
+    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The idea's audit timeline."""
+    items: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = _call(
+            "GET", f"/api/v1/ideas/{idea_id}/events", url, token, params={"after": after, "limit": 1000}
+        )
+        items.extend(page["items"])
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    if as_json:
+        typer.echo(json.dumps(items))
+        return
+    table = Table("seq", "at", "kind", "actor", "detail", title=f"{len(items)} event(s)")
+    for event in items:
+        table.add_row(
+            str(event["seq"]), event["at"][:19], event["kind"], event["actor"], _brief(event["payload"])
+        )
+    out.print(table)
+
+
+def _show(idea: dict[str, Any]) -> None:
+    paused = " (paused)" if idea["paused"] else ""
+    out.print(f"[bold]{idea['title']}[/bold]  {idea['id']}", highlight=False)
+    out.print(
+        f"{idea['state']}{paused} · {idea['repository']} · priority {idea['priority']} · {idea['source']}",
+        highlight=False,
+    )
+    plan = idea["plan"]
+    if plan:
+        approval = "approved" if plan["approved"] else "not approved"
+        out.print(f"plan v{plan['version']} ({approval}); versions {idea['plan_versions']}", highlight=False)
+    cost = idea["cost"]
+    out.print(
+        f"cost: {cost['input_tokens']} in / {cost['output_tokens']} out tokens, ${cost['usd']:.2f}",
+        highlight=False,
+    )
+    if idea["tasks"]:
+        tasks = Table("key", "state", "depends on", "heavy", "title", title="tasks")
+        for task in idea["tasks"]:
+            tasks.add_row(
+                task["key"],
+                task["state"],
+                ", ".join(task["depends_on"]) or "-",
+                "yes" if task["heavy"] else "",
+                task["title"],
+            )
+        out.print(tasks)
+    if idea["runs"]:
+        runs = Table("run", "stage", "status", "attempt", title="runs")
+        for run in idea["runs"]:
+            runs.add_row(run["id"][:8], run["stage"], run["status"], str(run["attempt"]))
+        out.print(runs)
+    for approval in idea["approvals"]:
+        out.print(
+            f"approval: plan v{approval['plan_version']} {approval['decision']} by {approval['decided_by']}"
+            f" ({approval['reason'] or 'no reason given'})",
+            highlight=False,
+        )
+
+
+def _brief(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:79] + "\u2026"
