@@ -6,7 +6,8 @@ See docs/forge.md. Transport, budget, retries and rate limits live in ``github_h
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
@@ -30,6 +31,8 @@ from facteur.forge.port import (
     ReviewThread,
 )
 from facteur.settings import GitHubSettings
+
+T = TypeVar("T")
 
 PER_PAGE = 100
 THREADS_PER_PAGE = 50
@@ -332,35 +335,31 @@ class GitHubForge:
                     return threads
 
     async def check_runs(self, repo: str, sha: str) -> list[CheckRun]:
-        what = f"check runs of {sha} in {repo}"
         url = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/check-runs"
-        runs: list[CheckRun] = []
-        async with self._http.call():
-            page = 1
-            while True:
-                params: dict[str, str | int] = {"per_page": PER_PAGE, "page": page}
-                data = payloads.as_object(await self._json(repo, "GET", url, what, params=params), what)
-                items = payloads.as_list(data.get("check_runs"), what)
-                runs.extend(payloads.check_run(payloads.as_object(item, what)) for item in items)
-                total = data.get("total_count")
-                if len(items) < PER_PAGE or (isinstance(total, int) and len(runs) >= total):
-                    return runs
-                page += 1
+        return await self._paged(
+            repo, url, f"check runs of {sha} in {repo}", "check_runs", payloads.check_run
+        )
 
     async def commit_statuses(self, repo: str, sha: str) -> list[CommitStatus]:
-        what = f"commit statuses of {sha} in {repo}"
         url = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/status"
-        statuses: list[CommitStatus] = []
+        what = f"commit statuses of {sha} in {repo}"
+        return await self._paged(repo, url, what, "statuses", payloads.commit_status)
+
+    async def _paged(
+        self, repo: str, url: str, what: str, field: str, parse: Callable[[payloads.Json], T]
+    ) -> list[T]:
+        """Every item of a paged object answer (``{total_count, <field>: [...]}``), page by page."""
+        found: list[T] = []
         async with self._http.call():
             page = 1
             while True:
                 params: dict[str, str | int] = {"per_page": PER_PAGE, "page": page}
                 data = payloads.as_object(await self._json(repo, "GET", url, what, params=params), what)
-                items = payloads.as_list(data.get("statuses"), what)
-                statuses.extend(payloads.commit_status(payloads.as_object(item, what)) for item in items)
+                items = payloads.as_list(data.get(field), what)
+                found.extend(parse(payloads.as_object(item, what)) for item in items)
                 total = data.get("total_count")
-                if len(items) < PER_PAGE or (isinstance(total, int) and len(statuses) >= total):
-                    return statuses
+                if len(items) < PER_PAGE or (isinstance(total, int) and len(found) >= total):
+                    return found
                 page += 1
 
     # --- branches -------------------------------------------------------------------------------------------
