@@ -49,6 +49,7 @@ from facteur.store.port import (
     report_delivery_id,
 )
 from facteur.store.reports import report_changes
+from facteur.store.rows import new_idea
 
 T = TypeVar("T")
 
@@ -182,19 +183,7 @@ class MemoryStore:
         )
         if idea is not None:
             return idea, False
-        new = Idea(
-            id=draft.id,
-            source=draft.source,
-            source_ref=draft.source_ref,
-            repository=draft.repository,
-            title=draft.title,
-            priority=draft.priority,
-            state=draft.state,
-            paused=False,
-            initiator=draft.initiator,
-            created_at=now,
-            updated_at=now,
-        )
+        new = new_idea(draft, now)
         return new, True
 
     async def get_idea(self, idea_id: uuid.UUID) -> Idea:
@@ -259,8 +248,7 @@ class MemoryStore:
         _check_keys(creation.messages)
         approved = creation.approval is not None and creation.approval.decision != "rejected"
         plan_version = creation.approval.plan_version if approved and creation.approval else None
-        idea, _ = self._idea_for(draft, at)
-        idea = dataclasses.replace(idea, plan_version=plan_version)
+        idea = new_idea(draft, at, plan_version=plan_version)
         self.ideas[idea.id] = idea
         self.specs[idea.id] = json.loads(json.dumps(dict(draft.spec)))
         if creation.plan is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from facteur.domain.events import Event
 from facteur.domain.ideas import Idea, IdeaSource, IdeaState
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task, TaskState
+
+if TYPE_CHECKING:
+    from facteur.store.port import IdeaDraft
 
 
 def idea_from_row(row: Any) -> Idea:
@@ -28,6 +32,24 @@ def idea_from_row(row: Any) -> Idea:
         tokens_in=row.tokens_in,
         tokens_out=row.tokens_out,
         cost_usd=row.cost_usd,
+    )
+
+
+def new_idea(draft: IdeaDraft, at: datetime, *, plan_version: int | None = None) -> Idea:
+    """The idea a draft becomes when it is created at ``at`` (what the row then holds)."""
+    return Idea(
+        id=draft.id,
+        source=draft.source,
+        source_ref=draft.source_ref,
+        repository=draft.repository,
+        title=draft.title,
+        priority=draft.priority,
+        state=draft.state,
+        paused=False,
+        initiator=draft.initiator,
+        created_at=at,
+        updated_at=at,
+        plan_version=plan_version,
     )
 
 

@@ -15,12 +15,12 @@ import base64
 import dataclasses
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from facteur.bus.port import Message
 from facteur.clock import Clock
@@ -50,7 +50,7 @@ from facteur.store.port import (
     report_delivery_id,
 )
 from facteur.store.reports import report_changes
-from facteur.store.rows import idea_from_row, run_from_row
+from facteur.store.rows import new_idea, run_from_row
 from facteur.store.statements import statements
 from facteur.store.tables import approvals, ideas, plans, runs, task_dependencies, tasks
 from facteur.store.writer import BatchHooks, Operation, SetOperation
@@ -215,7 +215,7 @@ class Writes:
         )
 
     def _claim(
-        self, conn: sa.Connection, cursor: Any, claims: Sequence[Ingest | Delivery]
+        self, conn: sa.Connection, cursor: Any, claims: Sequence[Claim]
     ) -> tuple[dict[tuple[str, str], int], list[int], dict[int, Mapping[str, Any]]]:
         """Claim each delivery id in the inbox; a later claim of the same id in the list is a duplicate of
         the first. Returns the first claimant of each id, the claimants that won, and the stored answers of
@@ -461,16 +461,14 @@ class Writes:
 
     def create_idea(self, conn: sa.Connection, creation: IdeaCreation) -> Idea:
         draft, at = creation.idea, creation.at
-        values = self._idea_values(draft, at)
-        values["id"] = draft.id
-        values["spec"] = dict(draft.spec)
-        values["paused"] = False
-        values["created_at"] = values["updated_at"] = at
-        if creation.approval is not None and creation.approval.decision != "rejected":
-            values["plan_version"] = creation.approval.plan_version
-        inserted = conn.execute(_insert_ignoring(conn, ideas).values(**values).returning(ideas.c.id)).first()
-        if inserted is None:
+        cursor = cursor_of(conn)
+        inserted = self._many(cursor, self._q.insert_idea.sql, [self._idea_values(draft, at)], returning=True)
+        if inserted[0] is None:
             raise Conflict(f"an idea from {draft.source.value} {draft.source_ref!r} exists already")
+        approved = creation.approval is not None and creation.approval.decision != "rejected"
+        version = creation.approval.plan_version if approved and creation.approval else None
+        if version is not None:
+            conn.execute(sa.update(ideas).where(ideas.c.id == draft.id).values(plan_version=version))
         if creation.plan is not None:
             conn.execute(
                 sa.insert(plans).values(
@@ -496,7 +494,6 @@ class Writes:
                 )
             )
         if creation.tasks:
-            version = values.get("plan_version")
             conn.execute(
                 sa.insert(tasks),
                 [
@@ -530,8 +527,7 @@ class Writes:
                 conn.execute(sa.insert(task_dependencies), edges)
         self.enqueue(conn, [(message, at) for message in creation.messages])
         self.append_events(conn, [(event, at) for event in creation.events])
-        row = conn.execute(sa.select(ideas).where(ideas.c.id == draft.id)).one()
-        return idea_from_row(row)
+        return new_idea(draft, at, plan_version=version)
 
     # --- run reports ----------------------------------------------------------------------------------------
 
@@ -539,23 +535,9 @@ class Writes:
         c = self._c
         delivery_id = report_delivery_id(report.run_id, report.key)
         cursor = cursor_of(conn)
-        claimed = self._many(
-            cursor,
-            self._q.claim_delivery.sql,
-            [
-                {
-                    "source": REPORT_SOURCE,
-                    "delivery_id": delivery_id,
-                    "received_at": c.timestamp(report.received_at),
-                }
-            ],
-            returning=True,
-        )[0]
-        if claimed is None:
-            stored = find_delivery(conn, REPORT_SOURCE, delivery_id)
-            if stored is None:  # pragma: no cover - the claimant commits its response with the claim
-                raise StoreError(f"run event {delivery_id} is recorded without a response")
-            return ReportResult(True, stored, None)
+        _, _, stored = self._claim(conn, cursor, [_Claim(REPORT_SOURCE, delivery_id, report.received_at)])
+        if stored:
+            return ReportResult(True, stored[0], None)
         query = sa.select(runs).where(runs.c.id == report.run_id)
         if self._postgres:
             query = query.with_for_update()
@@ -821,11 +803,24 @@ def outbox_entry(row: Sequence[Any], codec: Codec) -> OutboxEntry:
     )
 
 
-def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> Any:
-    """``INSERT … ON CONFLICT DO NOTHING`` in the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+class Claim(Protocol):
+    """What claims an inbox key: an ingest, a delivery, a run's report."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def delivery_id(self) -> str: ...
+
+    @property
+    def received_at(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    source: str
+    delivery_id: str
+    received_at: datetime
 
 
 def _idea(draft: IdeaDraft | None) -> IdeaDraft:
@@ -834,7 +829,7 @@ def _idea(draft: IdeaDraft | None) -> IdeaDraft:
 
 
 def _in_order(
-    claims: Sequence[Ingest | Delivery],
+    claims: Sequence[Claim],
     first_of: Mapping[tuple[str, str], int],
     results: Mapping[int, T],
     repeat: Callable[[T], T],
