@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from facteur.clock import Clock
 from facteur.domain import codex_task, prompts
 from facteur.domain.events import NewEvent
 from facteur.domain.idea_spec import InvalidIdeaSpec, is_idea_spec, parse_idea_spec, render_spec_problems
-from facteur.domain.ideas import IdeaSource, github_issue_ref
+from facteur.domain.ideas import IdeaSource, IdeaState, github_issue_ref
 from facteur.domain.review_context import (
     ReviewContext,
     issue_number_from_branch,
@@ -57,6 +56,7 @@ from facteur.intake.github_triggers import (
     decide,
     normalize_login,
 )
+from facteur.orchestrator.intent import intent_message
 from facteur.proto.proompteng.froussard.v1 import codex_task_pb2 as pb
 from facteur.settings import CodexSettings, GitHubSettings, TopicSettings
 from facteur.store.port import Delivery, DeliveryIds, IngestEffects, IngestIds, Store
@@ -78,7 +78,15 @@ _TRIGGERED = {
 @dataclass(frozen=True, slots=True)
 class WebhookAnswer:
     body: dict[str, Any]
-    duplicate: bool
+
+    @property
+    def duplicate(self) -> bool:
+        return bool(self.body.get("status") == "duplicate")
+
+    @property
+    def triggered(self) -> bool:
+        """A stage was triggered by this delivery, now."""
+        return self.body.get("status") == "accepted" and self.body.get("codexStageTriggered") is not None
 
 
 class GitHubIntake:
@@ -121,6 +129,10 @@ class GitHubIntake:
             stored = await self._store.find_delivery(DELIVERY_SOURCE, delivery.delivery_id)
             if stored is not None:
                 return _replay(delivery, stored)
+            if not isinstance(decision, PullActivity) and await self._store.find_delivery(
+                CODEX_TASK_SOURCE, delivery.delivery_id
+            ):  # its task came first through POST /codex/tasks or the bus: nothing to do on GitHub either
+                return await self._ignore(delivery, Ignored("the task of this delivery was recorded before"))
             return await self._act(delivery, decision)
 
     @contextlib.asynccontextmanager
@@ -198,9 +210,9 @@ class GitHubIntake:
         prompt = prompts.planning_prompt(**_prompt_fields(issue, head))
         task = self._task(Stage.PLANNING, delivery, issue, head=head, prompt=prompt)
         answer = await self._admit(delivery, Stage.PLANNING, task, issue.number, details=details)
-        if held is not None and not answer.duplicate:
+        if held is not None and answer.triggered:
             await self._specs.mark_fixed(issue, held)
-        if not answer.duplicate and self._forge is not None:
+        if answer.triggered and self._forge is not None:
             try:
                 await self._forge.add_reaction(
                     issue.repository, issue.number, Reaction(self._github.ack_reaction)
@@ -368,11 +380,6 @@ class GitHubIntake:
     ) -> WebhookAnswer:
         now = self._clock.now()
         accepted = codex_task.accept(task)
-        earlier = await self._store.find_delivery(CODEX_TASK_SOURCE, delivery.delivery_id)
-        if earlier is not None:  # the same task came first through POST /codex/tasks or the bus
-            return await self._ignore(
-                delivery, Ignored(f"the {stage.value} task of this delivery was recorded before")
-            )
         outgoing = task_messages(
             task,
             key=task_key(stage, number, fingerprint),
@@ -386,7 +393,19 @@ class GitHubIntake:
         def messages(ids: IngestIds) -> list[Message]:
             found = [*outgoing]
             if details is not None and ids.idea_created:
-                found.append(self._intent(ids.idea_id, task, details))
+                found.append(
+                    intent_message(
+                        self._topics.codex_intent,
+                        ids.idea_id,
+                        source=IdeaSource.GITHUB_ISSUE,
+                        source_ref=github_issue_ref(task.repository, task.issue_number),
+                        repository=task.repository,
+                        title=task.issue_title,
+                        priority=details.priority,
+                        state=IdeaState.REGISTERED,
+                        spec=details.spec,
+                    )
+                )
             found.append(raw)
             return found
 
@@ -399,13 +418,13 @@ class GitHubIntake:
             source=REVIEW_SOURCE if review_key is not None else DELIVERY_SOURCE,
             key=review_key,
             aliases=aliases,
-            answer={**_webhook_fields(delivery, "accepted", _TRIGGERED[stage])},
+            answer=_webhook_fields(delivery, "accepted", _TRIGGERED[stage]),
             messages=messages,
             idea=details,
             actor=ACTOR,
         )
         if result.duplicate:
-            return WebhookAnswer(_public(result.body, status="duplicate", delivery=delivery), duplicate=True)
+            return WebhookAnswer(_public(result.body, status="duplicate", delivery=delivery))
         logger.info(
             "codex stage triggered: stage=%s repo=%s number=%s delivery=%s run=%s",
             stage.value,
@@ -414,24 +433,7 @@ class GitHubIntake:
             delivery.delivery_id,
             result.body.get("runId"),
         )
-        return WebhookAnswer(_public(result.body, status="accepted", delivery=delivery), duplicate=False)
-
-    def _intent(self, idea_id: Any, task: pb.CodexTask, details: IdeaDetails) -> Message:
-        document = {
-            "ideaId": str(idea_id),
-            "source": IdeaSource.GITHUB_ISSUE.value,
-            "sourceRef": github_issue_ref(task.repository, task.issue_number),
-            "repository": task.repository,
-            "title": task.issue_title,
-            "priority": details.priority,
-            "spec": dict(details.spec),
-        }
-        return Message(
-            topic=self._topics.codex_intent,
-            key=f"idea-{idea_id}".encode(),
-            value=json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers=(("content-type", b"application/json"),),
-        )
+        return WebhookAnswer(_public(result.body, status="accepted", delivery=delivery))
 
     async def _ignore(
         self, delivery: WebhookDelivery, ignored: Ignored, *, event_kind: str | None = None
@@ -481,7 +483,7 @@ class GitHubIntake:
         )
         if result.duplicate:
             return _replay(delivery, result.response)
-        return WebhookAnswer(dict(result.response), duplicate=False)
+        return WebhookAnswer(dict(result.response))
 
 
 def _prompt_fields(issue: IssueRef, head: str) -> dict[str, Any]:
@@ -526,7 +528,7 @@ def _replay(delivery: WebhookDelivery, stored: Mapping[str, Any]) -> WebhookAnsw
     body = _public(stored, status="duplicate", delivery=delivery)
     if "actions" in stored:
         body["actions"] = stored["actions"]
-    return WebhookAnswer(body, duplicate=True)
+    return WebhookAnswer(body)
 
 
 def _review_context_proto(context: ReviewContext) -> pb.CodexReviewContext:

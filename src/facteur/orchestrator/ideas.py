@@ -3,13 +3,11 @@ the plan needs no approval, their tasks built from it, all recorded in one trans
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from facteur.bus.port import Message
 from facteur.clock import Clock, Ids
 from facteur.domain.approvals import approval_need
 from facteur.domain.events import NewEvent
@@ -18,6 +16,7 @@ from facteur.domain.lifecycle import transition
 from facteur.domain.plans import Plan, parse_plan, plan_from_json, plan_to_json, render_plan
 from facteur.domain.tasks import TaskState
 from facteur.errors import Conflict
+from facteur.orchestrator.intent import intent_message
 from facteur.settings import ApprovalSettings
 from facteur.store.port import (
     ApprovalDraft,
@@ -151,22 +150,16 @@ class Ideas:
                     skipped=["awaiting_approval"],
                 )
                 tasks = self._tasks(plan)
-        intent = Message(
-            topic=self._intent_topic,
-            key=f"idea-{idea_id}".encode(),
-            value=json.dumps(
-                {
-                    "ideaId": str(idea_id),
-                    "source": submission.source.value,
-                    "repository": submission.repository,
-                    "title": submission.title,
-                    "priority": submission.priority,
-                    "state": state.value,
-                    "spec": spec,
-                },
-                separators=(",", ":"),
-            ).encode(),
-            headers=(("content-type", b"application/json"),),
+        intent = intent_message(
+            self._intent_topic,
+            idea_id,
+            source=submission.source,
+            source_ref=source_ref,
+            repository=submission.repository,
+            title=submission.title,
+            priority=submission.priority,
+            state=state,
+            spec=spec,
         )
         try:
             idea = await self._store.create_idea(

@@ -518,3 +518,4 @@ async def test_a_task_recorded_first_through_codex_tasks_is_not_recorded_twice(
         assert response.status_code == 202
         assert response.json()["status"] == "ignored"
         assert "recorded before" in response.json()["reason"]
+        assert github.requests == []  # no placeholder, no reaction
