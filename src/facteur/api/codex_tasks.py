@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from facteur.api.errors import error_response
+from facteur.api.errors import error_response, json_response
 from facteur.errors import InvalidInput
 from facteur.runtime import Runtime
 
@@ -44,8 +42,7 @@ async def post_codex_task(request: Request) -> Response:
     if not_ready is not None:
         return error_response(503, "store unavailable", not_ready)
     answer = await runtime.intake.receive(accepted, body)
-    content = json.dumps(answer.body, separators=(",", ":")).encode()
-    return Response(content, status_code=202, media_type="application/json")
+    return json_response(answer.body, 202)
 
 
 #: a plain Starlette route: the endpoint reads the raw body and writes its own JSON, so FastAPI's request

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from facteur.errors import FacteurError, ForgeError, InvalidInput, NotFound, StoreUnavailable
@@ -22,6 +23,11 @@ _ERRORS = {
     405: "method not allowed",
     409: "conflict",
 }
+
+
+def json_response(body: Any, status: int) -> Response:
+    """Compact JSON, written directly (the plain Starlette routes of the hot paths)."""
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status, media_type="application/json")
 
 
 def error_response(status: int, error: str, detail: str | None = None) -> JSONResponse:

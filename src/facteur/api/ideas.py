@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from facteur.api.auth import bearer, is_api_token
 from facteur.domain.events import Event
 from facteur.domain.ideas import Idea, IdeaSource, IdeaState
 from facteur.domain.plans import InvalidPlan
@@ -21,16 +21,10 @@ from facteur.runtime import Runtime
 from facteur.store.port import IdeaDetail, IdeaFilter
 
 
-def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+def require_token(request: Request) -> None:
     """With ``server.api_token`` set, every ``/api`` call needs ``Authorization: Bearer <token>``."""
     runtime: Runtime = request.app.state.runtime
-    token = runtime.settings.server.api_token
-    if token is None:
-        return
-    scheme, _, presented = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        presented.strip().encode("utf-8", "replace"), token.get_secret_value().encode()
-    ):
+    if runtime.settings.server.api_token is not None and not is_api_token(runtime.settings, bearer(request)):
         raise HTTPException(401, "send Authorization: Bearer <server.api_token>")
 
 

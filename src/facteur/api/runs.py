@@ -6,8 +6,6 @@ admin token (``server.api_token``), as ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
-import hmac
-import json
 import uuid
 
 import orjson
@@ -15,19 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from facteur.api.auth import bearer, is_api_token
 from facteur.api.codex_tasks import read_body
-from facteur.api.errors import error_response
+from facteur.api.errors import error_response, json_response
 from facteur.domain.run_reports import parse_report, token_matches
 from facteur.errors import InvalidInput, NotFound
 from facteur.runtime import Runtime
-
-
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
 
 
 async def post_run_event(request: Request) -> Response:
@@ -40,11 +31,9 @@ async def post_run_event(request: Request) -> Response:
     token = bearer(request)
     if token is None:
         return error_response(401, "unauthorized", "send Authorization: Bearer <the run's token>")
-    admin = runtime.settings.server.api_token
-    is_admin = admin is not None and hmac.compare_digest(
-        admin.get_secret_value().encode(), token.encode("utf-8", "replace")
-    )
-    if not is_admin and not token_matches(runtime.callback_secret, run_id, token):
+    if not is_api_token(runtime.settings, token) and not token_matches(
+        runtime.callback_secret, run_id, token
+    ):
         return error_response(401, "unauthorized", "the token is neither this run's token nor the API token")
     limit = runtime.settings.server.max_body_bytes
     body = await read_body(request, limit)
@@ -63,8 +52,7 @@ async def post_run_event(request: Request) -> Response:
         answer = await runtime.run_reports.receive(run_id, event)
     except NotFound:
         return error_response(404, "not found", f"no run {run_id}")
-    content = json.dumps(answer.body, separators=(",", ":")).encode()
-    return Response(content, status_code=answer.status, media_type="application/json")
+    return json_response(answer.body, answer.status)
 
 
 route = Route("/api/v1/runs/{run_id}/events", post_run_event, methods=["POST"])

@@ -4,7 +4,6 @@ Plain Starlette routes: the endpoints need the raw body (signatures cover its ex
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from starlette.requests import Request
@@ -12,17 +11,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from facteur.api.codex_tasks import read_body
-from facteur.api.errors import error_response
+from facteur.api.errors import error_response, json_response
 from facteur.errors import InvalidInput
 from facteur.intake.github_delivery import SIGNATURE_HEADER, parse_delivery, signature_valid
 from facteur.runtime import Runtime
 
 #: Discord interactions are small; Discord's own limit is far below this
 DISCORD_MAX_BODY_BYTES = 1024 * 1024
-
-
-def _json(body: object, status: int) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, media_type="application/json")
 
 
 async def post_webhook(request: Request) -> Response:
@@ -60,7 +55,7 @@ async def github_webhook(request: Request) -> Response:
     if not_ready is not None:
         return error_response(503, "store unavailable", not_ready)
     answer = await runtime.github.receive(delivery)
-    return _json(answer.body, 202)
+    return json_response(answer.body, 202)
 
 
 async def discord_webhook(request: Request) -> Response:
@@ -72,7 +67,7 @@ async def discord_webhook(request: Request) -> Response:
     if not_ready is not None:
         return error_response(503, "store unavailable", not_ready)
     answer = await runtime.discord.handle(body, request.headers)
-    return _json(answer.body, answer.status)
+    return json_response(answer.body, answer.status)
 
 
 route = Route("/webhooks/{provider}", post_webhook, methods=["POST"])
