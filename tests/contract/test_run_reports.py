@@ -16,8 +16,6 @@ from facteur.store.port import IngestEffects, PlanVersionDraft, ReportOutcome, R
 from tests.contract.test_store import make_ingest
 from tests.support.fakes import FakeClock
 
-ACTIVE = (RunStatus.QUEUED, RunStatus.SUBMITTED, RunStatus.RUNNING)
-
 
 async def a_run(store: Store, clock: FakeClock) -> uuid.UUID:
     result = await store.ingest(make_ingest(clock, delivery_id=f"d-{uuid.uuid4()}"))
@@ -38,16 +36,14 @@ def report(run_id: uuid.UUID, key: str, clock: FakeClock, **fields: object) -> R
 async def test_reports_apply_once_and_move_forward(store: Store, clock: FakeClock) -> None:
     run_id = await a_run(store, clock)
     started = await store.report_run(
-        report(
-            run_id, "e1", clock, status=RunStatus.RUNNING, from_statuses=ACTIVE, started=True, heartbeat=True
-        )
+        report(run_id, "e1", clock, status=RunStatus.RUNNING, started=True, heartbeat=True)
     )
     assert not started.duplicate and started.response == {"status": "running", "changed": True}
     first_start = (await store.get_run(run_id)).started_at
     assert first_start == clock.now()
 
     clock.advance(5)
-    again = await store.report_run(report(run_id, "e1", clock, status=RunStatus.FAILED, from_statuses=ACTIVE))
+    again = await store.report_run(report(run_id, "e1", clock, status=RunStatus.FAILED))
     assert again.duplicate and again.response == {"status": "running", "changed": True}
     assert (await store.get_run(run_id)).status is RunStatus.RUNNING
 
@@ -59,7 +55,6 @@ async def test_reports_apply_once_and_move_forward(store: Store, clock: FakeCloc
             "c1",
             clock,
             status=RunStatus.SUCCEEDED,
-            from_statuses=ACTIVE,
             summary="all green",
             artifacts=[{"name": "patch", "path": "a.patch"}],
             pull_request="https://github.com/acme/widgets/pull/3",
@@ -82,9 +77,7 @@ async def test_reports_apply_once_and_move_forward(store: Store, clock: FakeCloc
     # out of order: a late heartbeat and a late start change no status and no start time
     clock.advance(-60)
     late = await store.report_run(
-        report(
-            run_id, "h0", clock, status=RunStatus.RUNNING, from_statuses=ACTIVE, started=True, heartbeat=True
-        )
+        report(run_id, "h0", clock, status=RunStatus.RUNNING, started=True, heartbeat=True)
     )
     assert late.outcome is not None and not late.outcome.status_changed
     run = await store.get_run(run_id)

@@ -20,9 +20,6 @@ from facteur.store.port import IngestEffects, PlanVersionDraft, ReportOutcome, R
 logger = logging.getLogger(__name__)
 
 ACTOR = "run"
-#: statuses a run may leave when it reports that it started, or that it finished
-_NOT_STARTED = (RunStatus.QUEUED, RunStatus.SUBMITTED)
-_ACTIVE = (RunStatus.QUEUED, RunStatus.SUBMITTED, RunStatus.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +110,11 @@ def _changes(event: RunReportEvent) -> dict[str, Any]:
     if kind is ReportType.STARTED:
         return {
             "status": RunStatus.RUNNING,
-            "from_statuses": _NOT_STARTED,
             "started": True,
             "heartbeat": True,
         }
     if kind in {ReportType.HEARTBEAT, ReportType.PROGRESS}:
-        return {"status": RunStatus.RUNNING, "from_statuses": _NOT_STARTED, "heartbeat": True}
+        return {"status": RunStatus.RUNNING, "heartbeat": True}
     if kind is ReportType.USAGE:
         return {
             "tokens_in": event.input_tokens,
@@ -129,7 +125,6 @@ def _changes(event: RunReportEvent) -> dict[str, Any]:
         status = RunStatus.SUCCEEDED if event.outcome is Outcome.SUCCEEDED else RunStatus.FAILED
         return {
             "status": status,
-            "from_statuses": _ACTIVE,
             "heartbeat": True,
             "summary": event.summary,
             "artifacts": list(event.artifacts),

@@ -250,7 +250,8 @@ class IdeaFilter:
 class RunReport:
     """What a run reported about itself, applied once per (run, key) in one transaction.
 
-    The status changes only from ``from_statuses`` (an event arriving after the run ended changes no status);
+    The status changes only where the run table allows (``RUN_TRANSITIONS``: an event arriving after the
+    run ended changes no status);
     times only move forward; usage adds up on the run and its idea.
     """
 
@@ -259,7 +260,6 @@ class RunReport:
     key: str
     received_at: datetime
     status: RunStatus | None = None
-    from_statuses: Collection[RunStatus] = ()
     #: sets ``started_at`` when it is unset
     started: bool = False
     #: moves ``heartbeat_at`` to ``received_at``

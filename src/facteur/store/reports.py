@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from facteur.domain.lifecycle import RUN_TRANSITIONS
 from facteur.domain.runs import Run
 from facteur.store.port import RunReport
 
@@ -11,7 +12,11 @@ from facteur.store.port import RunReport
 def report_changes(run: Run, report: RunReport) -> dict[str, Any]:
     """The run's columns a report changes (shared with the memory store, so both apply the same rules)."""
     changes: dict[str, Any] = {}
-    if report.status is not None and report.status != run.status and run.status in report.from_statuses:
+    if (
+        report.status is not None
+        and report.status != run.status
+        and RUN_TRANSITIONS.allows(run.status, report.status)
+    ):
         changes["status"] = report.status
         if report.status.terminal and run.finished_at is None:
             changes["finished_at"] = report.received_at
