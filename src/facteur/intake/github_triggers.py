@@ -4,6 +4,7 @@ ARCHITECTURE.md §7). Pure: a delivery and the trigger settings in, a decision o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import string
@@ -206,7 +207,7 @@ def _implementation(payload: Mapping[str, Any], codex: CodexSettings) -> Decisio
     if has_marker and comment_id is not None:
         plan = PlanComment(id=comment_id, url=_str(comment, "html_url") or "", body=body)
     ref = _issue_ref(payload, issue, number, repository, codex)
-    return ImplementationTrigger(issue=_with_sender(ref, sender or ""), plan=plan)
+    return ImplementationTrigger(issue=dataclasses.replace(ref, sender=sender or ""), plan=plan)
 
 
 def _review(payload: Mapping[str, Any], codex: CodexSettings) -> Decision | None:
@@ -282,18 +283,6 @@ def _issue_ref(
         sender=normalize_login(_str(_obj(payload, "sender"), "login"))
         or normalize_login(_str(_obj(issue, "user"), "login"))
         or "",
-    )
-
-
-def _with_sender(ref: IssueRef, sender: str) -> IssueRef:
-    return IssueRef(
-        repository=ref.repository,
-        number=ref.number,
-        title=ref.title,
-        body=ref.body,
-        url=ref.url,
-        base=ref.base,
-        sender=sender,
     )
 
 
