@@ -27,3 +27,16 @@ class SystemClock:
 class RandomIds:
     def new_id(self) -> uuid.UUID:
         return uuid.uuid4()
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """An RFC 3339 timestamp (``2026-11-21T13:46:00Z``) as an aware datetime, a naive one taken as UTC;
+    None if absent, empty or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

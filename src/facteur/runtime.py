@@ -205,7 +205,7 @@ def build_forge(settings: Settings) -> Forge | None:
         return None
     from facteur.forge.github import GitHubForge
 
-    return GitHubForge.from_settings(settings.github)
+    return GitHubForge(settings.github)
 
 
 def callback_secret(settings: Settings) -> bytes:

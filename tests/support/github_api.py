@@ -433,8 +433,6 @@ class FakeGitHub:
         self.violations: list[str] = []
         self.injected: deque[Injected] = deque()
         self.latency = 0.0
-        #: also check the fake's own answers against the response schemas
-        self.check_responses = True
         self.in_flight = 0
         self.max_in_flight = 0
         self.app_id: int | None = None
@@ -442,6 +440,8 @@ class FakeGitHub:
         self.jwt_claims: list[Json] = []
         #: installation tokens minted: token -> (installation id, expiry)
         self.minted: dict[str, tuple[int, datetime]] = {}
+        #: tokens ever minted (a revoked one, dropped from ``minted``, is never issued again)
+        self.mint_count = 0
         self.mutations: list[Json] = []
         self._next_id = 1000
 
@@ -664,10 +664,9 @@ class FakeGitHub:
         extra: dict[str, str] = {}
         if isinstance(payload, tuple):
             payload, extra = payload
-        if self.check_responses:
-            self.violations.extend(
-                self.checker.response_problems(request.method, found.route.template, status, payload)
-            )
+        self.violations.extend(
+            self.checker.response_problems(request.method, found.route.template, status, payload)
+        )
         return status, extra, payload
 
     def _violation(self, problems: list[str]) -> tuple[int, dict[str, str], Any]:
@@ -893,7 +892,8 @@ async def _access_token(fake: FakeGitHub, call: _Call) -> tuple[int, Any]:
         raise Reply(404, "Not Found")
     data = fake.checker.example("POST", "/app/installations/{installation_id}/access_tokens", 201)
     expires = fake.clock.now() + timedelta(hours=1)
-    token = f"ghs_{installation}_{len(fake.minted) + 1:04d}"
+    fake.mint_count += 1
+    token = f"ghs_{installation}_{fake.mint_count:04d}"
     fake.minted[token] = (installation, expires)
     data.update(token=token, expires_at=_iso(expires))
     return 201, data
@@ -924,10 +924,6 @@ async def _create_issue(fake: FakeGitHub, call: _Call) -> tuple[int, Any]:
 async def _list_comments(fake: FakeGitHub, call: _Call) -> tuple[int, Any]:
     repo, issue = _issue(fake, call)
     comments = [c for c in repo.comments if c.issue == issue.number]
-    since = call.request.query.get("since")
-    if since:
-        moment = datetime.fromisoformat(since[0].replace("Z", "+00:00"))
-        comments = [c for c in comments if c.updated_at >= moment]
     items, headers = call.page(comments)
     return 200, ([fake.comment_json(call.repo_name, c, call.base_url) for c in items], headers)
 
@@ -1016,9 +1012,9 @@ async def _create_pull(fake: FakeGitHub, call: _Call) -> tuple[int, Any]:
         )
     pull = fake.add_pull(
         call.repo_name, head=head, base=base, title=body.get("title", ""), body=body.get("body") or "",
-        draft=body.get("draft") is True, author=call.login,
+        draft=body.get("draft") is True, mergeable_state="draft" if body.get("draft") is True else "clean",
+        author=call.login,
     )  # fmt: skip
-    pull.mergeable_state = "draft" if pull.draft else "clean"
     return 201, fake.pull_json(call.repo_name, pull, call.base_url)
 
 

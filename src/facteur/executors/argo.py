@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -30,6 +30,7 @@ from kubernetes_asyncio.config.incluster_config import (
     InClusterConfigLoader,
 )
 
+from facteur.clock import parse_timestamp
 from facteur.errors import ConfigError, ExecutorError, ExecutorUnavailable
 from facteur.executors.port import Submission, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
 from facteur.settings import ArgoSettings
@@ -353,15 +354,10 @@ def _str(value: object) -> str:
 
 def _parse_time(value: object) -> datetime | None:
     """An RFC 3339 timestamp (``2026-11-21T13:46:00Z``) as an aware datetime; None if absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+    parsed = parse_timestamp(value)
+    if parsed is None and isinstance(value, str) and value:
         logger.warning("unreadable workflow timestamp: value=%r", value)
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 # --- errors -----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ See docs/forge.md. Transport, budget, retries and rate limits live in ``github_h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -16,7 +16,7 @@ from facteur.clock import Clock
 from facteur.errors import ForgeError, ForgeNotFound
 from facteur.forge import github_payloads as payloads
 from facteur.forge.github_auth import AppAuth, GitHubAuth, TokenAuth, load_private_key
-from facteur.forge.github_http import GitHubHttp, Sleep
+from facteur.forge.github_http import GitHubHttp, Sleep, decode, error_message, repo_path, split_repo
 from facteur.forge.port import (
     Branch,
     CheckRun,
@@ -35,7 +35,6 @@ from facteur.settings import GitHubSettings
 T = TypeVar("T")
 
 PER_PAGE = 100
-THREADS_PER_PAGE = 50
 
 REVIEW_THREADS_QUERY = """
 query($owner: String!, $name: String!, $number: Int!, $cursor: String) {
@@ -58,18 +57,6 @@ mutation($pullRequestId: ID!, $clientMutationId: String) {
   }
 }
 """
-
-
-def _split(repo: str) -> tuple[str, str]:
-    owner, _, name = repo.partition("/")
-    if not owner or not name or "/" in name:
-        raise ForgeError(f"repository {repo!r} is not named owner/name")
-    return owner, name
-
-
-def _repo_path(repo: str) -> str:
-    owner, name = _split(repo)
-    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
 
 
 def _last_page(response: httpx.Response) -> int | None:
@@ -113,22 +100,6 @@ class GitHubForge:
             self._http.add_secret(token or "", pinned=True)
             self._auth = TokenAuth(token)
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: GitHubSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock | None = None,
-        sleep: Sleep | None = None,
-    ) -> GitHubForge:
-        return cls(settings, transport=transport, clock=clock, sleep=sleep)
-
-    @property
-    def auth_mode(self) -> str:
-        """``app`` or ``token``."""
-        return "app" if isinstance(self._auth, AppAuth) else "token"
-
     async def close(self) -> None:
         await self._http.close()
 
@@ -144,24 +115,28 @@ class GitHubForge:
         json: Any = None,
         accept: frozenset[int] = frozenset(),
     ) -> httpx.Response:
+        """Send one request; on a 401 the credential is forgotten and, if a fresh one differs, the request is
+        sent once more within the same budget."""
         async with self._http.call():
             authorization = await self._auth.authorization(repo)
-            response = await self._http.request(
-                method, url, what=what, authorization=authorization, params=params, json=json,
-                accept=accept | {401},
-            )  # fmt: skip
-        if response.status_code == 401 and 401 not in accept:
-            if isinstance(self._auth, AppAuth):
+            for retried in (False, True):
+                response = await self._http.request(
+                    method, url, what=what, authorization=authorization, params=params, json=json,
+                    accept=accept | {401},
+                )  # fmt: skip
+                if response.status_code != 401:
+                    return response
                 self._auth.forget(repo)
-            raise self._http.refusal(response, what)
-        return response
+                if retried:
+                    break
+                fresh = await self._auth.authorization(repo)
+                if fresh == authorization:
+                    break
+                authorization = fresh
+        raise self._http.refusal(response, what)
 
     async def _json(self, repo: str, method: str, url: str, what: str, **kwargs: Any) -> Any:
-        response = await self._request(repo, method, url, what, **kwargs)
-        try:
-            return response.json()
-        except ValueError:
-            raise ForgeError(f"GitHub's answer for {what} is not JSON") from None
+        return decode(await self._request(repo, method, url, what, **kwargs), what)
 
     async def _graphql(self, repo: str, query: str, variables: dict[str, Any], what: str) -> dict[str, Any]:
         body = payloads.as_object(
@@ -182,7 +157,7 @@ class GitHubForge:
     # --- issues ---------------------------------------------------------------------------------------------
     async def get_issue(self, repo: str, number: int) -> Issue:
         what = f"issue #{number} in {repo}"
-        data = await self._json(repo, "GET", f"{_repo_path(repo)}/issues/{number}", what)
+        data = await self._json(repo, "GET", f"{repo_path(repo)}/issues/{number}", what)
         return payloads.issue(payloads.as_object(data, what))
 
     async def create_issue(self, repo: str, draft: IssueDraft) -> Issue:
@@ -190,7 +165,7 @@ class GitHubForge:
         body: dict[str, Any] = {"title": draft.title, "body": draft.body}
         if draft.labels:
             body["labels"] = list(draft.labels)
-        data = await self._json(repo, "POST", f"{_repo_path(repo)}/issues", what, json=body)
+        data = await self._json(repo, "POST", f"{repo_path(repo)}/issues", what, json=body)
         return payloads.issue(payloads.as_object(data, what))
 
     # --- comments -------------------------------------------------------------------------------------------
@@ -199,7 +174,7 @@ class GitHubForge:
         if limit <= 0:
             return []
         what = f"comments of #{number} in {repo}"
-        url = f"{_repo_path(repo)}/issues/{number}/comments"
+        url = f"{repo_path(repo)}/issues/{number}/comments"
         async with self._http.call():
             first = await self._request(repo, "GET", url, what, params={"per_page": PER_PAGE, "page": 1})
             pages: list[list[Any]] = []
@@ -211,7 +186,7 @@ class GitHubForge:
                 seen += len(items)
                 page -= 1
             if page == 1:
-                pages.insert(0, payloads.as_list(first.json(), what))
+                pages.insert(0, payloads.as_list(decode(first, what), what))
         ordered = [payloads.comment(payloads.as_object(item, what)) for items in pages for item in items]
         return ordered[::-1][:limit]
 
@@ -223,13 +198,13 @@ class GitHubForge:
 
     async def create_comment(self, repo: str, number: int, body: str) -> Comment:
         what = f"a new comment on #{number} in {repo}"
-        url = f"{_repo_path(repo)}/issues/{number}/comments"
+        url = f"{repo_path(repo)}/issues/{number}/comments"
         data = await self._json(repo, "POST", url, what, json={"body": body})
         return payloads.comment(payloads.as_object(data, what))
 
     async def update_comment(self, repo: str, comment_id: int, body: str) -> Comment:
         what = f"comment {comment_id} in {repo}"
-        url = f"{_repo_path(repo)}/issues/comments/{comment_id}"
+        url = f"{repo_path(repo)}/issues/comments/{comment_id}"
         data = await self._json(repo, "PATCH", url, what, json={"body": body})
         return payloads.comment(payloads.as_object(data, what))
 
@@ -237,44 +212,34 @@ class GitHubForge:
     async def add_reaction(self, repo: str, number: int, content: Reaction) -> None:
         # GitHub answers 200 instead of 201 when this user already reacted so: idempotent by itself.
         what = f"a {content.value} reaction on #{number} in {repo}"
-        url = f"{_repo_path(repo)}/issues/{number}/reactions"
+        url = f"{repo_path(repo)}/issues/{number}/reactions"
         await self._request(repo, "POST", url, what, json={"content": content.value})
 
     async def has_reaction(self, repo: str, number: int, content: Reaction) -> bool:
         what = f"{content.value} reactions on #{number} in {repo}"
-        url = f"{_repo_path(repo)}/issues/{number}/reactions"
+        url = f"{repo_path(repo)}/issues/{number}/reactions"
         data = await self._json(repo, "GET", url, what, params={"content": content.value, "per_page": 1})
         return len(payloads.as_list(data, what)) > 0
 
     # --- pull requests --------------------------------------------------------------------------------------
     async def get_pull(self, repo: str, number: int) -> PullRequest:
         what = f"pull request #{number} in {repo}"
-        data = await self._json(repo, "GET", f"{_repo_path(repo)}/pulls/{number}", what)
+        data = await self._json(repo, "GET", f"{repo_path(repo)}/pulls/{number}", what)
         return payloads.pull_request(payloads.as_object(data, what))
 
     async def pulls_for_head(self, repo: str, head: str, *, state: str = "open") -> list[PullRequest]:
-        owner, _ = _split(repo)
+        owner, _ = split_repo(repo)
         what = f"{state} pull requests from {head} in {repo}"
-        params: dict[str, str | int] = {"head": f"{owner}:{head}", "state": state, "per_page": PER_PAGE}
-        pulls: list[PullRequest] = []
-        async with self._http.call():
-            page = 1
-            while True:
-                data = await self._json(
-                    repo, "GET", f"{_repo_path(repo)}/pulls", what, params={**params, "page": page}
-                )
-                items = payloads.as_list(data, what)
-                pulls.extend(payloads.pull_request(payloads.as_object(item, what)) for item in items)
-                if len(items) < PER_PAGE:
-                    return pulls
-                page += 1
+        params = {"head": f"{owner}:{head}", "state": state}
+        url = f"{repo_path(repo)}/pulls"
+        return await self._paged(repo, url, what, None, payloads.pull_request, params=params)
 
     async def create_draft_pull(
         self, repo: str, *, head: str, base: str, title: str, body: str
     ) -> PullRequest:
         what = f"a draft pull request from {head} to {base} in {repo}"
         request = {"title": title, "head": head, "base": base, "body": body, "draft": True}
-        data = await self._json(repo, "POST", f"{_repo_path(repo)}/pulls", what, json=request)
+        data = await self._json(repo, "POST", f"{repo_path(repo)}/pulls", what, json=request)
         return payloads.pull_request(payloads.as_object(data, what))
 
     async def mark_ready(self, repo: str, pull: PullRequest) -> None:
@@ -300,20 +265,16 @@ class GitHubForge:
         body = {"merge_method": method.value}
         if expected_head_sha:
             body["sha"] = expected_head_sha
-        url = f"{_repo_path(repo)}/pulls/{number}/merge"
+        url = f"{repo_path(repo)}/pulls/{number}/merge"
         response = await self._request(repo, "PUT", url, what, json=body, accept=frozenset({405, 409}))
-        try:
-            data = payloads.as_object(response.json(), what)
-        except ValueError:
-            data = {}
         if response.status_code in (405, 409):
-            message = self._http.redact(str(data.get("message") or response.reason_phrase))
+            message = self._http.redact(error_message(response)) or response.reason_phrase
             return MergeResult(merged=False, sha=None, message=message)
-        return payloads.merge_result(data)
+        return payloads.merge_result(payloads.as_object(decode(response, what), what))
 
     # --- review context -------------------------------------------------------------------------------------
     async def review_threads(self, repo: str, number: int) -> list[ReviewThread]:
-        owner, name = _split(repo)
+        owner, name = split_repo(repo)
         what = f"review threads of pull request #{number} in {repo}"
         threads: list[ReviewThread] = []
         cursor: str | None = None
@@ -335,29 +296,42 @@ class GitHubForge:
                     return threads
 
     async def check_runs(self, repo: str, sha: str) -> list[CheckRun]:
-        url = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/check-runs"
+        url = f"{repo_path(repo)}/commits/{quote(sha, safe='')}/check-runs"
         return await self._paged(
             repo, url, f"check runs of {sha} in {repo}", "check_runs", payloads.check_run
         )
 
     async def commit_statuses(self, repo: str, sha: str) -> list[CommitStatus]:
-        url = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/status"
+        url = f"{repo_path(repo)}/commits/{quote(sha, safe='')}/status"
         what = f"commit statuses of {sha} in {repo}"
         return await self._paged(repo, url, what, "statuses", payloads.commit_status)
 
     async def _paged(
-        self, repo: str, url: str, what: str, field: str, parse: Callable[[payloads.Json], T]
+        self,
+        repo: str,
+        url: str,
+        what: str,
+        field: str | None,
+        parse: Callable[[payloads.Json], T],
+        *,
+        params: Mapping[str, str | int] | None = None,
     ) -> list[T]:
-        """Every item of a paged object answer (``{total_count, <field>: [...]}``), page by page."""
+        """Every item of a paged answer, page by page: a bare list when ``field`` is None, else an object
+        ``{total_count, <field>: [...]}``."""
         found: list[T] = []
         async with self._http.call():
             page = 1
             while True:
-                params: dict[str, str | int] = {"per_page": PER_PAGE, "page": page}
-                data = payloads.as_object(await self._json(repo, "GET", url, what, params=params), what)
-                items = payloads.as_list(data.get(field), what)
+                query = {**(params or {}), "per_page": PER_PAGE, "page": page}
+                data = await self._json(repo, "GET", url, what, params=query)
+                total: object = None
+                if field is None:
+                    items = payloads.as_list(data, what)
+                else:
+                    answer = payloads.as_object(data, what)
+                    items = payloads.as_list(answer.get(field), what)
+                    total = answer.get("total_count")
                 found.extend(parse(payloads.as_object(item, what)) for item in items)
-                total = data.get("total_count")
                 if len(items) < PER_PAGE or (isinstance(total, int) and len(found) >= total):
                     return found
                 page += 1
@@ -365,17 +339,17 @@ class GitHubForge:
     # --- branches -------------------------------------------------------------------------------------------
     async def get_branch(self, repo: str, name: str) -> Branch | None:
         what = f"branch {name} in {repo}"
-        url = f"{_repo_path(repo)}/branches/{quote(name, safe='')}"
+        url = f"{repo_path(repo)}/branches/{quote(name, safe='')}"
         response = await self._request(repo, "GET", url, what, accept=frozenset({404}))
         if response.status_code == 404:
             return None
-        return payloads.branch(payloads.as_object(response.json(), what))
+        return payloads.branch(payloads.as_object(decode(response, what), what))
 
     async def create_branch(self, repo: str, name: str, sha: str) -> Branch:
         what = f"a new branch {name} in {repo}"
         body = {"ref": f"refs/heads/{name}", "sha": sha}
         data = payloads.as_object(
-            await self._json(repo, "POST", f"{_repo_path(repo)}/git/refs", what, json=body), what
+            await self._json(repo, "POST", f"{repo_path(repo)}/git/refs", what, json=body), what
         )
         target = payloads.as_object(data.get("object"), what)
         return Branch(name, payloads.required(target, "sha", str, "git ref object"))

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -204,6 +205,29 @@ class GitHubHttp:
         if response.status_code == 404:
             return ForgeNotFound(f"GitHub has no {what} (404: {message})")
         return ForgeError(f"GitHub refused {what}: {response.status_code} {message}")
+
+
+def split_repo(repo: str) -> tuple[str, str]:
+    """``owner/name`` as its two parts; ForgeError for anything else."""
+    owner, _, name = repo.partition("/")
+    if not owner or not name or "/" in name:
+        raise ForgeError(f"repository {repo!r} is not named owner/name")
+    return owner, name
+
+
+def repo_path(repo: str) -> str:
+    """``/repos/{owner}/{name}``, each part quoted."""
+    owner, name = split_repo(repo)
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+
+def decode(response: httpx.Response, what: str) -> Any:
+    """The JSON body of ``response``; ForgeError when it is not JSON (a proxy's HTML page, say)."""
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+        raise ForgeError(f"GitHub's answer for {what} is not JSON ({response.status_code}, {kind})") from None
 
 
 def _number(value: str | None) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar
 
+from facteur.clock import parse_timestamp
 from facteur.errors import ForgeError
 from facteur.forge.port import (
     Branch,
@@ -63,13 +64,7 @@ def _login(data: Json, key: str = "user") -> str:
 
 
 def _time(data: Json, key: str) -> datetime | None:
-    value = data.get(key)
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return parse_timestamp(data.get(key))
 
 
 def issue(data: Json) -> Issue:

@@ -56,7 +56,7 @@ class Harness:
 
     def forge(self, transport: httpx.AsyncBaseTransport | None = None, **settings: Any) -> GitHubForge:
         values: dict[str, Any] = {"token": SecretStr("test-token"), **settings}
-        forge = GitHubForge.from_settings(
+        forge = GitHubForge(
             GitHubSettings(**values),
             transport=transport or httpx.MockTransport(self.fake.handle),
             clock=self.clock,
@@ -82,7 +82,6 @@ async def harness(fake: FakeGitHub, clock: FakeClock) -> Any:
 
 async def test_token_auth_and_standard_headers(harness: Harness, fake: FakeGitHub) -> None:
     forge = harness.forge(user_agent="facteur-test/1.0")
-    assert forge.auth_mode == "token"
     await forge.get_issue(REPO, 1)
     headers = fake.requests[-1].headers
     assert headers["authorization"] == "Bearer test-token"
@@ -101,7 +100,6 @@ async def test_app_auth_signs_a_jwt_and_uses_an_installation_token(
     fake.tokens.clear()
     fake.configure_app(APP_ID, app_key.public_key())
     forge = harness.forge(**_app_settings(app_key))
-    assert forge.auth_mode == "app"
     issue = await forge.get_issue(REPO, 1)
     assert issue.title == "first"
     paths = [r.path for r in fake.requests]
@@ -113,6 +111,7 @@ async def test_app_auth_signs_a_jwt_and_uses_an_installation_token(
     ]
     now = int(clock.now().timestamp())
     assert len(fake.jwt_claims) == 2
+    assert fake.jwt_claims[0] == fake.jwt_claims[1]  # signed once, used for the lookup and the mint
     for claims in fake.jwt_claims:
         assert claims["iss"] == str(APP_ID)
         assert claims["iat"] == now - 60
@@ -140,6 +139,21 @@ async def test_app_token_is_cached_and_refreshed_before_expiry(
     assert fake.requests[-1].headers["authorization"] == f"Bearer {newest}"
     lookups = [r for r in fake.requests if r.path.endswith("/installation")]
     assert len(lookups) == 1
+
+
+async def test_concurrent_first_calls_look_the_installation_up_once(
+    harness: Harness, fake: FakeGitHub, app_key: rsa.RSAPrivateKey
+) -> None:
+    fake.tokens.clear()
+    fake.configure_app(APP_ID, app_key.public_key())
+    fake.latency = 0.01
+    forge = harness.forge(**_app_settings(app_key))
+    issues = await asyncio.gather(*(forge.get_issue(REPO, 1) for _ in range(5)))
+    assert [i.number for i in issues] == [1] * 5
+    paths = [r.path for r in fake.requests]
+    assert paths.count(f"/repos/{REPO}/installation") == 1
+    assert len(fake.minted) == 1
+    assert len({claims["iat"] for claims in fake.jwt_claims}) == 1
 
 
 async def test_app_auth_wins_over_a_token(
@@ -173,11 +187,40 @@ async def test_revoked_installation_token_is_minted_again(
     forge = harness.forge(**_app_settings(app_key))
     await forge.get_issue(REPO, 1)
     fake.minted.clear()  # revoked on GitHub's side
+    fake.requests.clear()
+    assert (await forge.get_issue(REPO, 1)).number == 1
+    installation = fake.repos[REPO].installation_id
+    assert [(r.method, r.path) for r in fake.requests] == [
+        ("GET", f"/repos/{REPO}/issues/1"),  # 401
+        ("POST", f"/app/installations/{installation}/access_tokens"),  # the installation id is kept
+        ("GET", f"/repos/{REPO}/issues/1"),
+    ]
+    assert len(fake.minted) == 1
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {next(iter(fake.minted))}"
+
+
+async def test_a_401_after_a_fresh_token_is_an_error(
+    harness: Harness, fake: FakeGitHub, app_key: rsa.RSAPrivateKey
+) -> None:
+    fake.tokens.clear()
+    fake.configure_app(APP_ID, app_key.public_key())
+    forge = harness.forge(**_app_settings(app_key))
+    await forge.get_issue(REPO, 1)
+    fake.inject(Injected(status=401, message="Bad credentials", path_contains="/issues/1"), times=2)
     with pytest.raises(ForgeError, match="401 Bad credentials") as caught:
         await forge.get_issue(REPO, 1)
     assert "ghs_" not in str(caught.value)
-    assert (await forge.get_issue(REPO, 1)).number == 1
-    assert len(fake.minted) == 1
+    assert len(fake.minted) == 2
+    assert [r.path for r in fake.requests].count(f"/repos/{REPO}/issues/1") == 3
+    assert (await forge.get_issue(REPO, 1)).number == 1  # forgotten again: the next call mints anew
+    assert len(fake.minted) == 3
+
+
+async def test_a_refused_fixed_token_is_not_sent_twice(harness: Harness, fake: FakeGitHub) -> None:
+    forge = harness.forge(token=SecretStr("ghp_wrongWrongWrong"))
+    with pytest.raises(ForgeError, match="401 Bad credentials"):
+        await forge.get_issue(REPO, 1)
+    assert len(fake.requests) == 1
 
 
 # --- GitHub Enterprise --------------------------------------------------------------------------------------
@@ -376,6 +419,44 @@ async def test_a_missing_required_field_is_named(harness: Harness) -> None:
         await forge.get_pull(REPO, 3)
 
 
+async def test_a_non_json_answer_is_a_forge_error(harness: Harness, fake: FakeGitHub) -> None:
+    html = "<html><body>502 from the proxy, but with a 200</body></html>"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=html, headers={"Content-Type": "text/html"})
+
+    forge = harness.forge(transport=httpx.MockTransport(answer))
+    with pytest.raises(
+        ForgeError, match=r"answer for issue #1 in acme/widgets is not JSON \(200, text/html\)"
+    ):
+        await forge.get_issue(REPO, 1)
+    with pytest.raises(ForgeError, match="not JSON"):
+        await forge.get_branch(REPO, "main")
+    with pytest.raises(ForgeError, match="not JSON"):
+        await forge.list_comments(REPO, 1)
+    with pytest.raises(ForgeError, match="not JSON"):
+        await forge.merge_pull(REPO, 1)
+
+
+async def test_a_non_json_answer_to_app_auth_is_a_forge_error(
+    harness: Harness, fake: FakeGitHub, app_key: rsa.RSAPrivateKey
+) -> None:
+    fake.configure_app(APP_ID, app_key.public_key())
+    broken = {"path": "/installation"}
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(broken["path"]):
+            return httpx.Response(200, text="<html>sign in</html>", headers={"Content-Type": "text/html"})
+        return await fake.handle(request)
+
+    forge = harness.forge(transport=httpx.MockTransport(answer), **_app_settings(app_key))
+    with pytest.raises(ForgeError, match="installation for acme/widgets is not JSON"):
+        await forge.get_issue(REPO, 1)
+    broken["path"] = "/access_tokens"
+    with pytest.raises(ForgeError, match=r"access token for installation \d+ is not JSON"):
+        await forge.get_issue(REPO, 1)
+
+
 async def test_graphql_errors_become_forge_errors(harness: Harness) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"data": None, "errors": [{"message": "Something went wrong"}]})
@@ -404,6 +485,16 @@ async def test_mark_ready_looks_up_a_missing_node_id(harness: Harness, fake: Fak
             }
         }
     ]
+
+
+async def test_mark_ready_on_a_ready_pull_sends_nothing(harness: Harness, fake: FakeGitHub) -> None:
+    pull = fake.add_pull(REPO, head="topic")
+    forge = harness.forge()
+    ready = await forge.get_pull(REPO, pull.number)
+    fake.requests.clear()
+    await forge.mark_ready(REPO, ready)
+    assert fake.requests == []
+    assert fake.mutations == []
 
 
 # --- the fake as an ASGI app --------------------------------------------------------------------------------
