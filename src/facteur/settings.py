@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from facteur.domain.ideas import is_repository
 from facteur.domain.lifecycle import DEFAULT_PIPELINE, Pipeline, pipeline_for
 from facteur.domain.stages import Stage
 from facteur.errors import ConfigError
@@ -407,13 +408,10 @@ class DiscordSettings(_Section):
     api_url: str = "https://discord.com/api/v10"
 
 
-_REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-
-
 def _repository_keys(value: Mapping[str, Any], key: str) -> None:
     seen: dict[str, str] = {}
     for name in value:
-        if not _REPOSITORY_NAME.match(name):
+        if not is_repository(name):
             raise ValueError(f"{key}: {name!r} is not owner/repo")
         other = seen.setdefault(name.casefold(), name)
         if other != name:

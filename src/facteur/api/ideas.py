@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facteur.api.auth import bearer, is_api_token
 from facteur.domain.events import Event
-from facteur.domain.ideas import Idea, IdeaSource, IdeaState
+from facteur.domain.ideas import REPOSITORY_PATTERN, Idea, IdeaSource, IdeaState
 from facteur.domain.plans import InvalidPlan
 from facteur.errors import NotFound
 from facteur.orchestrator.ideas import Submission
@@ -60,7 +60,7 @@ class IdeaIn(_Model):
 
     title: str = Field(min_length=1, max_length=300)
     goal: str = Field(min_length=1, max_length=20_000)
-    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    repository: str = Field(pattern=REPOSITORY_PATTERN)
     constraints: str = Field(default="", max_length=20_000)
     success_metrics: list[str] = Field(default_factory=list, max_length=50)
     priority: int = Field(default=2, ge=0, le=3)

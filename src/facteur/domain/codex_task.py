@@ -11,7 +11,6 @@ Three representations are in use (reference: proompteng-lab.md §1, §2.9):
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from facteur.domain.ideas import is_repository
 from facteur.domain.stages import Stage
 from facteur.errors import InvalidInput, InvalidPayload
 from facteur.proto.proompteng.froussard.v1 import codex_task_pb2 as pb
@@ -33,7 +33,6 @@ _STAGE_BY_ENUM: dict[int, Stage] = {
     pb.CODEX_TASK_STAGE_REVIEW: Stage.REVIEW,
 }
 _ENUM_BY_STAGE = {stage: number for number, stage in _STAGE_BY_ENUM.items()}
-_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
 def stage_name(value: int) -> str:
@@ -167,7 +166,7 @@ def accept(task: pb.CodexTask) -> AcceptedTask:
         raise InvalidInput("missing delivery_id (field 15): it is the idempotency key of the task")
     if len(delivery_id) > 200:
         raise InvalidInput("delivery_id is longer than 200 characters")
-    if not _REPOSITORY.match(task.repository):
+    if not is_repository(task.repository):
         raise InvalidInput(f"repository must look like 'owner/name', got {task.repository!r}")
     if task.issue_number <= 0:
         raise InvalidInput(f"issue_number must be a positive number, got {task.issue_number}")

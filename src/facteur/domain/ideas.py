@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,16 @@ class Idea:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+
+
+#: a repository name, ``owner/name`` (GitHub's characters)
+REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+_REPOSITORY = re.compile(REPOSITORY_PATTERN)
+
+
+def is_repository(name: str) -> bool:
+    """Whether ``name`` is ``owner/name``."""
+    return _REPOSITORY.match(name) is not None
 
 
 def github_issue_ref(repository: str, issue_number: int) -> str:

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from facteur.domain.ideas import is_repository
 from facteur.domain.untrusted import PLAN_MARKER, is_placeholder
 from facteur.intake.github_delivery import WebhookDelivery
 from facteur.settings import CodexSettings
 
 INT64_MAX = 2**63 - 1
-_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.]{5,20}(Z|[+-]\d{2}:?\d{2})?")
 
 #: comment author associations allowed to ask for a review
@@ -259,12 +259,12 @@ def _pull_activity(payload: Mapping[str, Any], action: str, *, from_review: bool
 def repository_name(payload: Mapping[str, Any], issue: Mapping[str, Any] | None) -> str | None:
     """``repository.full_name``, else the last two segments of ``issue.repository_url``."""
     name = _str(_obj(payload, "repository"), "full_name")
-    if name and _REPOSITORY.fullmatch(name):
+    if name and is_repository(name):
         return name
     url = _str(issue, "repository_url") if issue is not None else None
     if url:
         parts = [p for p in url.rstrip("/").split("/") if p]
-        if len(parts) >= 2 and _REPOSITORY.fullmatch(f"{parts[-2]}/{parts[-1]}"):
+        if len(parts) >= 2 and is_repository(f"{parts[-2]}/{parts[-1]}"):
             return f"{parts[-2]}/{parts[-1]}"
     return None
 
