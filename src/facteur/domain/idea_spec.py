@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from facteur.domain.review_context import collapse, truncate
-from facteur.domain.untrusted import IDEA_MARKER, IDEA_SPEC_MARKER, clean
+from facteur.domain.markdown import DECORATION, LIST_ITEM, Fences, atx_heading, heading_name, quote
+from facteur.domain.untrusted import IDEA_MARKER, IDEA_SPEC_MARKER, clean, collapse
 from facteur.errors import InvalidInput
 
 
@@ -69,12 +69,8 @@ _NAMES: dict[str, Section] = {
 NO_RISK = "none"
 MAX_PRIORITY = 3
 
-_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
-_CODE_FENCE = re.compile(r"^ {0,3}(```|~~~)")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])(?:\s+|$)")
 _PRIORITY = re.compile(r"^[pP]?([0-9])$")
 _RISK_LABEL = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_DECORATION = "*_` \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,17 +193,16 @@ def _sections(text: str) -> tuple[dict[Section, str], list[SpecProblem]]:
     found: dict[Section, list[str]] = {}
     problems: list[SpecProblem] = []
     current: list[str] | None = None
-    in_code = False
+    fences = Fences()
     for line in text.split("\n"):
-        if _CODE_FENCE.match(line):
-            in_code = not in_code
-        heading = None if in_code else _HEADING.match(line)
+        heading = None if fences.code(line) else atx_heading(line)
         if heading is None:
             if current is not None:
                 current.append(line)
             continue
-        section = _NAMES.get(collapse(heading.group(2).strip(_DECORATION).rstrip(":").lower()))
-        if section is None or not 2 <= len(heading.group(1)) <= 4:
+        level, name = heading
+        section = _NAMES.get(heading_name(name))
+        if section is None or not 2 <= level <= 4:
             current = None
         elif section in found:
             if not any(p.section is section and p.kind is ProblemKind.DUPLICATE for p in problems):
@@ -223,7 +218,7 @@ def _read_metrics(text: str | None, problems: list[SpecProblem]) -> tuple[str, .
         return None
     items: list[list[str]] = []
     for line in text.split("\n"):
-        if match := _LIST_ITEM.match(line):
+        if match := LIST_ITEM.match(line):
             items.append([line[match.end() :].strip()])
         elif items and line.strip():
             items[-1].append(line.strip())
@@ -237,7 +232,7 @@ def _read_metrics(text: str | None, problems: list[SpecProblem]) -> tuple[str, .
 def _read_priority(text: str | None, problems: list[SpecProblem]) -> int | None:
     if text is None:
         return None
-    value = _unlist(text).strip(_DECORATION)
+    value = _unlist(text).strip(DECORATION)
     match = _PRIORITY.match(value)
     if match is None or int(match.group(1)) > MAX_PRIORITY:
         problems.append(
@@ -259,7 +254,7 @@ def _read_risk_labels(text: str | None, problems: list[SpecProblem]) -> tuple[st
     before = len(problems)
     for line in text.split("\n"):
         for part in _unlist(line).split(","):
-            label = part.strip(_DECORATION).lower()
+            label = part.strip(DECORATION).lower()
             if not label:
                 continue
             if _RISK_LABEL.match(label) is None:
@@ -300,10 +295,10 @@ def _problem(section: Section, kind: ProblemKind, message: str | None = None) ->
 
 def _unlist(line: str) -> str:
     """A line without its list marker, on one line."""
-    match = _LIST_ITEM.match(line)
+    match = LIST_ITEM.match(line)
     return collapse(line[match.end() :] if match else line)
 
 
 def _quote(value: str) -> str:
     """Author's text shown in a comment: one short line in a code span (no mention or link is rendered)."""
-    return "`" + truncate(collapse(value), 40).replace("`", "'") + "`"
+    return quote(value, 40)

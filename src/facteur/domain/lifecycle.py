@@ -4,8 +4,9 @@ Each state machine has one table (:data:`IDEA_TRANSITIONS`, :data:`TASK_TRANSITI
 :data:`RUN_TRANSITIONS`), the single source of truth for which moves are legal. A move is a
 :class:`Transition`: a source state, a target state, the trigger that causes it (a short name written into
 audit events) and, for the moves that jump over states, the states it skips. :func:`transition` checks a
-move against its table and either returns the target or raises :class:`IllegalTransition`; it changes
-nothing itself, and callers record a refusal with :func:`refusal_event`.
+move against its table and either returns the :class:`Transition` it found (the caller records its skips)
+or raises :class:`IllegalTransition`; it changes nothing itself, and callers record a refusal with
+:func:`refusal_event`.
 
 A :class:`Pipeline` says which of the stages after the tasks (``qa_review``, ``integration``,
 ``deployment``, ``monitoring``) a repository goes through; :func:`next_idea_state` gives the next state of
@@ -99,9 +100,6 @@ class TransitionTable(Generic[S]):
     def coerce(self, value: str) -> S:
         """``value`` as a state of this machine (a state of another machine, by its name)."""
         return self.state_type(str(value))
-
-    def moves_from(self, state: S) -> tuple[Transition[S], ...]:
-        return self._by_source[state]
 
     def targets(self, state: S) -> frozenset[S]:
         """The states reachable from ``state`` in one move."""
@@ -262,17 +260,6 @@ _TABLES: dict[str, TransitionTable[Any]] = {
 }
 
 
-@overload
-def table_for(kind: Literal["idea"]) -> TransitionTable[IdeaState]: ...
-@overload
-def table_for(kind: Literal["task"]) -> TransitionTable[TaskState]: ...
-@overload
-def table_for(kind: Literal["run"]) -> TransitionTable[RunStatus]: ...
-def table_for(kind: Machine) -> TransitionTable[Any]:
-    """The transition table of a state machine."""
-    return _table(kind)
-
-
 def _table(kind: str) -> TransitionTable[Any]:
     try:
         return _TABLES[kind]
@@ -326,23 +313,25 @@ def _article(kind: str) -> str:
 @overload
 def transition(
     kind: Literal["idea"], current: IdeaState, target: IdeaState, trigger: str | None = None
-) -> IdeaState: ...
+) -> Transition[IdeaState]: ...
 @overload
 def transition(
     kind: Literal["task"], current: TaskState, target: TaskState, trigger: str | None = None
-) -> TaskState: ...
+) -> Transition[TaskState]: ...
 @overload
 def transition(
     kind: Literal["run"], current: RunStatus, target: RunStatus, trigger: str | None = None
-) -> RunStatus: ...
+) -> Transition[RunStatus]: ...
 @overload
-def transition(kind: Machine, current: str, target: str, trigger: str | None = None) -> StrEnum: ...
-def transition(kind: Machine, current: str, target: str, trigger: str | None = None) -> StrEnum:
-    """``target`` when the table of ``kind`` allows the move from ``current`` (by ``trigger`` when given).
+def transition(kind: Machine, current: str, target: str, trigger: str | None = None) -> Transition[Any]: ...
+def transition(kind: Machine, current: str, target: str, trigger: str | None = None) -> Transition[Any]:
+    """The move of the table of ``kind`` from ``current`` to ``target`` (by ``trigger`` when given; the
+    first one listed otherwise), with the states it skips.
 
-    Raises :class:`IllegalTransition` otherwise, naming the states, the trigger and the moves allowed from
-    ``current``. Changes nothing: the caller applies the move, or records the refusal (:func:`refusal_event`).
-    States may be given by name (``"failed"``); the target is returned as a state of ``kind``.
+    Raises :class:`IllegalTransition` when the table has no such move, naming the states, the trigger and
+    the moves allowed from ``current``. Changes nothing: the caller applies the move (recording
+    ``move.skips``), or records the refusal (:func:`refusal_event`). States may be given by name
+    (``"failed"``); the move holds states of ``kind``.
     """
     table = _table(kind)
     try:
@@ -355,8 +344,9 @@ def transition(kind: Machine, current: str, target: str, trigger: str | None = N
         raise IllegalTransition(
             kind, current, target, trigger, reason=f"{str(target)!r} is not {_article(kind)} {kind} state"
         ) from None
-    if table.allows(source, destination, trigger):
-        return destination
+    move = table.find(source, destination, trigger)
+    if move is not None:
+        return move
     reason = None
     known = table.triggers(source, destination)
     if known:  # the move exists, by another trigger
@@ -388,27 +378,6 @@ def refusal_event(
         task_id=task_id,
         run_id=run_id,
     )
-
-
-def is_terminal(kind: Machine, state: str) -> bool:
-    """Whether nothing leaves ``state`` in the table of ``kind``."""
-    table = _table(kind)
-    return table.is_terminal(table.coerce(state))
-
-
-def is_idea_terminal(state: IdeaState) -> bool:
-    """``completed``, ``failed``, ``cancelled``."""
-    return IDEA_TRANSITIONS.is_terminal(state)
-
-
-def is_task_terminal(state: TaskState) -> bool:
-    """``succeeded``, ``cancelled``. A failed task is not terminal: it is retried, or cancelled."""
-    return TASK_TRANSITIONS.is_terminal(state)
-
-
-def is_run_terminal(state: RunStatus) -> bool:
-    """``succeeded``, ``failed``, ``cancelled``, ``timed_out``, ``lost``: a retry is a new run."""
-    return RUN_TRANSITIONS.is_terminal(state)
 
 
 # --- pipelines -------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Plans: the sections of the seeds' plan template plus a task list Facteur can schedule.
 
 A plan is markdown that starts with the plan marker line and holds the eight ``###`` sections of
-:data:`facteur.domain.prompts.PLAN_SECTIONS`. Its Task Breakdown holds one ``#### <key> \u2014 <title>``
+:data:`PLAN_SECTIONS`. Its Task Breakdown holds one ``#### <key> \u2014 <title>``
 sub-heading per task, each followed by a description, the bullet fields ``Depends on``, ``Paths`` and
 ``Heavy``, and an ``Acceptance criteria:`` list (docs/plans.md). The same plan can be written as JSON
 (:func:`plan_from_json`).
@@ -25,15 +25,30 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from facteur.domain.prompts import PLAN_SECTIONS, READY_CHECKLIST
-from facteur.domain.review_context import collapse, truncate
-from facteur.domain.untrusted import PLAN_MARKER, clean
+from facteur.domain.markdown import CLOSING, LIST_ITEM, Fences, atx_heading, heading_name, quote
+from facteur.domain.untrusted import PLAN_MARKER, clean, collapse
 from facteur.errors import InvalidInput
 
+#: the plan's sections, in order; each is a ``###`` heading after the plan marker line
+PLAN_SECTIONS: tuple[str, ...] = (
+    "Objective",
+    "Context & Constraints",
+    "Task Breakdown",
+    "Deliverables",
+    "Validation & Observability",
+    "Risks & Contingencies",
+    "Communication & Handoff",
+    "Ready Checklist",
+)
+#: the unchecked items of the Ready Checklist section
+READY_CHECKLIST: tuple[str, ...] = (
+    "Dependencies clarified (feature flags, secrets, linked services)",
+    "Test and validation environments reachable",
+    "Approvals and reviewers identified",
+    "Rollback or mitigation steps documented",
+)
 TASK_BREAKDOWN = "Task Breakdown"
 READY_CHECKLIST_SECTION = "Ready Checklist"
-#: the sections that hold prose only (the Task Breakdown holds an optional introduction, then the tasks)
-PROSE_SECTIONS: tuple[str, ...] = tuple(name for name in PLAN_SECTIONS if name != TASK_BREAKDOWN)
 #: a task key: 1 to 63 lower-case letters, digits, ``-`` and ``_``, starting with a letter or a digit
 KEY_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
 #: written for "no dependencies" and "no paths"; it is therefore not a key, nor a path
@@ -45,9 +60,6 @@ TITLE_SEPARATOR = " \u2014 "
 CRITERIA_LABEL = "Acceptance criteria:"
 
 _KEY = re.compile(KEY_PATTERN)
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)(.*)$")
-_CLOSING = re.compile(r"(?:^|[ \t]+)#+$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _TASK_HEADING = re.compile(r"^(?P<key>.+?)(?:[ \t]*[:\u2013\u2014]|[ \t]+-(?=[ \t]|$))[ \t]*(?P<title>.*)$")
 #: a bullet field, its label in bold or not: ``- Paths: a``, ``- **Paths:** a``, ``- **Paths**: a``
 _FIELD = re.compile(
@@ -59,7 +71,6 @@ _CRITERIA_HEADER = re.compile(
     r"(?(bold)(?:(?P=bold)[ \t]*:?|:[ \t]*(?P=bold))|:?)[ \t]*$",
     re.IGNORECASE,
 )
-_LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)")
 _CHECKBOX = re.compile(r"^\[[ xX]\](?:[ \t]+|$)")
 _DEPENDENCY_SPLIT = re.compile(r"[, \t]+")
 _NO_DEPENDENCY = frozenset({NONE, "-", "\u2013", "\u2014", "n/a"})
@@ -155,6 +166,12 @@ class Plan:
         raise KeyError(key)
 
 
+def checklist(items: Iterable[str]) -> str:
+    """``items`` as an unchecked markdown checklist, one ``- [ ] item`` line each (the Ready Checklist, a
+    task's acceptance criteria)."""
+    return "\n".join(f"- [ ] {item}" for item in items)
+
+
 # --- markdown -----------------------------------------------------------------------------------------------
 
 
@@ -176,7 +193,7 @@ def parse_plan(markdown: str) -> Plan:
     found: dict[str, list[str]] = {}
     duplicates: list[str] = []
     current: list[str] | None = None
-    fences = _Fences()
+    fences = Fences()
     for line in lines[start:]:
         name = None if fences.code(line) else _section_heading(line)
         if name is None:
@@ -232,9 +249,10 @@ def _render_task(task: PlanTask) -> list[str]:
             f"- {_Field.HEAVY.value}: {'yes' if task.heavy else 'no'}",
             "",
             CRITERIA_LABEL,
-            *(f"- [ ] {criterion}" for criterion in task.acceptance_criteria),
         )
     )
+    if task.acceptance_criteria:
+        lines.append(checklist(task.acceptance_criteria))
     return lines
 
 
@@ -243,9 +261,9 @@ def _read_tasks(lines: list[str], problems: dict[int, list[str]]) -> tuple[str, 
     found in reading task ``n`` go to ``problems[n]``."""
     intro: list[str] = []
     blocks: list[tuple[str, list[str]]] = []
-    fences = _Fences()
+    fences = Fences()
     for line in lines:
-        heading = None if fences.code(line) else _heading(line)
+        heading = None if fences.code(line) else atx_heading(line)
         if heading is not None and heading[0] == 4:
             blocks.append((heading[1], []))
         else:
@@ -264,7 +282,7 @@ def _read_task(number: int, heading: str, lines: list[str], problems: list[str])
     criteria: list[str] = []
     values: dict[_Field, str] = {}
     in_criteria = after_structure = False
-    fences = _Fences()
+    fences = Fences()
     for line in lines:
         code = fences.code(line)
         kind, value = (None, "") if code else _classify(line)
@@ -280,7 +298,7 @@ def _read_task(number: int, heading: str, lines: list[str], problems: list[str])
                 )
             values.setdefault(kind, value)
             in_criteria, after_structure = False, True
-        elif listed and (item := _LIST_ITEM.match(line)):
+        elif listed and (item := LIST_ITEM.match(line)):
             criteria.append(_criterion(line[item.end() :]))
         elif listed and not line.strip(" \t"):
             continue
@@ -433,7 +451,7 @@ def _default_section(name: str) -> str:
     if name == TASK_BREAKDOWN:
         return ""
     if name == READY_CHECKLIST_SECTION:
-        return "\n".join(f"- [ ] {item}" for item in READY_CHECKLIST)
+        return checklist(READY_CHECKLIST)
     return NOT_PROVIDED
 
 
@@ -478,13 +496,6 @@ def _task_from_json(number: int, raw: object, problems: list[str]) -> PlanTask:
 
 
 # --- validation ---------------------------------------------------------------------------------------------
-
-
-def validate_plan(plan: Plan) -> None:
-    """Raise :class:`InvalidPlan` if the plan has any problem (see :func:`plan_problems`)."""
-    problems = plan_problems(plan)
-    if problems:
-        raise InvalidPlan(problems)
 
 
 def plan_problems(plan: Plan) -> tuple[str, ...]:
@@ -556,7 +567,7 @@ def _task_problems(number: int, task: PlanTask) -> list[str]:
         problems.append(f"{who} has no title: write it after the key, as in `#### <key> \u2014 <title>`")
     elif "\n" in task.title:
         problems.append(f"{who}: the title must be one line")
-    elif _CLOSING.search(task.title):
+    elif CLOSING.search(task.title):
         problems.append(f"{who}: the title cannot end with `#` after a space (markdown would drop it)")
     if task.description and (trouble := _structure_trouble(task.description, tasks=True, fields=True)):
         problems.append(f"{who}: the description {trouble}")
@@ -618,11 +629,11 @@ def _graph_problems(tasks: Sequence[PlanTask]) -> list[str]:
 def _structure_trouble(text: str, *, tasks: bool, fields: bool = False) -> str | None:
     """What in ``text`` the parser would read as plan structure, if anything: a section heading, a task
     heading (``tasks``), a field or acceptance-criteria line (``fields``), or a code block left open."""
-    fences = _Fences()
+    fences = Fences()
     for line in text.split("\n"):
         if fences.code(line):
             continue
-        heading = _heading(line)
+        heading = atx_heading(line)
         if _section_heading(line) is not None:
             return f"has a line that would start a new section: {_quote(line)}"
         if tasks and heading is not None and heading[0] == 4:
@@ -769,57 +780,15 @@ def _repeated(keys: Iterable[str]) -> list[str]:
 # --- text ---------------------------------------------------------------------------------------------------
 
 
-class _Fences:
-    """Tracks fenced code blocks line by line, as CommonMark does: a block opened by three or more
-    backticks or tildes closes at a line of at least as many of the same character and nothing else."""
-
-    __slots__ = ("_open",)
-
-    def __init__(self) -> None:
-        self._open: str | None = None
-
-    @property
-    def inside(self) -> bool:
-        return self._open is not None
-
-    def code(self, line: str) -> bool:
-        """Whether ``line`` is code: a fence line or a line inside a fenced block."""
-        match = _FENCE.match(line)
-        if self._open is None:
-            if match is None or (match.group(1)[0] == "`" and "`" in match.group(2)):
-                return False
-            self._open = match.group(1)
-            return True
-        fence = self._open
-        if (
-            match is not None
-            and match.group(1)[0] == fence[0]
-            and len(match.group(1)) >= len(fence)
-            and not match.group(2).strip(" \t")
-        ):
-            self._open = None
-        return True
-
-
-def _heading(line: str) -> tuple[int, str] | None:
-    """An ATX heading's level and text (without its closing ``#`` sequence), or ``None``."""
-    match = _ATX.match(line)
-    if match is None:
-        return None
-    text = _CLOSING.sub("", match.group(2).strip(" \t"))
-    return len(match.group(1)), text.strip(" \t")
-
-
 def _section_heading(line: str) -> str | None:
-    heading = _heading(line)
+    heading = atx_heading(line)
     if heading is None or heading[0] not in (2, 3):
         return None
     return _section_name(heading[1])
 
 
 def _section_name(text: str) -> str | None:
-    name = collapse(text.strip("*_` \t").rstrip(":").strip("*_` \t")).casefold()
-    return _SECTION_NAMES.get(name.replace(" and ", " & "))
+    return _SECTION_NAMES.get(heading_name(text).replace(" and ", " & "))
 
 
 def _one_line(text: str) -> str:
@@ -847,4 +816,4 @@ def _names(names: Iterable[str]) -> str:
 
 def _quote(value: str) -> str:
     """Plan text shown in a problem: one short line in a code span."""
-    return "`" + truncate(collapse(value), 60).replace("`", "'") + "`"
+    return quote(value, 60)

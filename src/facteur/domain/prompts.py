@@ -4,32 +4,22 @@ Each prompt opens with what the run must achieve, then header lines naming the r
 branches, then an execution contract, then the material to work from. Everything a person wrote on the forge
 (titles, bodies, the plan, review threads, check output) is cleaned with :func:`untrusted.clean`; bodies and
 the plan are fenced with :func:`untrusted.fence`, and short texts are folded onto one line so that none of
-them can add lines of its own to the prompt.
+them can add lines of its own to the prompt (:func:`untrusted.one_line`).
 """
 
 from __future__ import annotations
 
-from facteur.domain.review_context import FailingCheck, ReviewContext, collapse
-from facteur.domain.untrusted import PLAN_MARKER, PROGRESS_MARKER, REVIEW_MARKER, clean, fence
+from facteur.domain.plans import PLAN_SECTIONS, READY_CHECKLIST, checklist
+from facteur.domain.review_context import FailingCheck, ReviewContext
+from facteur.domain.untrusted import (
+    PLAN_MARKER,
+    PROGRESS_MARKER,
+    REVIEW_MARKER,
+    clean,
+    fence,
+    one_line,
+)
 
-#: the plan's sections, in order; each is a ``###`` heading after the plan marker line
-PLAN_SECTIONS: tuple[str, ...] = (
-    "Objective",
-    "Context & Constraints",
-    "Task Breakdown",
-    "Deliverables",
-    "Validation & Observability",
-    "Risks & Contingencies",
-    "Communication & Handoff",
-    "Ready Checklist",
-)
-#: the unchecked items of the Ready Checklist section
-READY_CHECKLIST: tuple[str, ...] = (
-    "Dependencies clarified (feature flags, secrets, linked services)",
-    "Test and validation environments reachable",
-    "Approvals and reviewers identified",
-    "Rollback or mitigation steps documented",
-)
 #: where the planning run leaves its plan for the stage runner to publish
 PLAN_FILE = "PLAN.md"
 PROGRESS_COMMAND = "facteur progress-comment"
@@ -86,7 +76,7 @@ def plan_template() -> str:
     lines = [PLAN_MARKER]
     for section in PLAN_SECTIONS:
         lines.extend(("", f"### {section}"))
-    lines.extend(f"- [ ] {item}" for item in READY_CHECKLIST)
+    lines.append(checklist(READY_CHECKLIST))
     return "\n".join(lines)
 
 
@@ -123,7 +113,7 @@ def planning_prompt(
             "Call out new dependencies, database migrations, secrets and approvals the work needs.",
             "The `gh` CLI is authenticated: use it to read issues, pull requests and code.",
             f"Search the web when the plan rests on facts outside the repository. Link files as GitHub blob "
-            f"URLs on the base branch (https://github.com/{_line(repository)}/blob/{_line(base)}/<path>).",
+            f"URLs on the base branch (https://github.com/{one_line(repository)}/blob/{one_line(base)}/<path>).",
             "Never leave citation placeholders or unresolved references in the plan.",
             "Keep it short and concrete.",
         ),
@@ -173,12 +163,12 @@ def implementation_prompt(
             f"Keep the issue's progress comment (it starts with `{PROGRESS_MARKER}`) current with "
             f"`{PROGRESS_COMMAND}`, which creates it the first time and updates it afterwards; update it at "
             "each milestone of the plan.",
-            f"Work on `{_line(head)}`, created from `{_line(base)}` if it does not exist yet. Commit with "
-            f"messages that reference #{issue_number}, and push.",
+            f"Work on `{one_line(head)}`, created from `{one_line(base)}` if it does not exist yet. "
+            f"Commit with messages that reference #{issue_number}, and push.",
             "Run the repository's formatters, linters and tests before every push.",
-            f"Open a draft pull request from `{_line(head)}` into `{_line(base)}` (or update the one that is "
-            "open), fill in `.github/PULL_REQUEST_TEMPLATE.md` when the repository has one, and link the "
-            f"issue (`Closes #{issue_number}`).",
+            f"Open a draft pull request from `{one_line(head)}` into `{one_line(base)}` (or update the one "
+            "that is open), fill in `.github/PULL_REQUEST_TEMPLATE.md` when the repository has one, and link "
+            f"the issue (`Closes #{issue_number}`).",
             "Do not finish until the pull request exists and CI has passed, or every failure is explained in "
             "the pull request.",
             "When something blocks you, say so in the progress comment with what you need; do not guess.",
@@ -201,7 +191,7 @@ def review_prompt(
     plan_body: str | None = None,
 ) -> str:
     """The prompt of a review run: bring the pull request to a mergeable state and give a verdict."""
-    title = _line(pull_title) or f"Pull request #{pull_number}"
+    title = one_line(pull_title) or f"Pull request #{pull_number}"
     plan = clean(plan_body or "").strip()
     plan_duty = (
         "Treat every step of the approved plan below as acceptance work."
@@ -214,12 +204,12 @@ def review_prompt(
         "verdict: approved, or what still stands in the way.",
         "\n".join(
             (
-                f"Repository: {_line(repository)}",
+                f"Repository: {one_line(repository)}",
                 f"Pull request: #{pull_number} - {title}",
-                f"Pull request URL: {_line(pull_url)}",
+                f"Pull request URL: {one_line(pull_url)}",
                 f"Issue: #{issue_number}",
-                f"Base branch: {_line(base)}",
-                f"Codex branch: {_line(head)}",
+                f"Base branch: {one_line(base)}",
+                f"Codex branch: {one_line(head)}",
             )
         ),
         _feedback(context),
@@ -232,7 +222,7 @@ def review_prompt(
             f"Keep the issue's progress comment (it starts with `{PROGRESS_MARKER}`) current with "
             f"`{PROGRESS_COMMAND}`.",
             "Address every open review thread and failing check, then run the tests again.",
-            f"Keep `{_line(head)}` rebased on `{_line(base)}` and resolve any conflicts.",
+            f"Keep `{one_line(head)}` rebased on `{one_line(base)}` and resolve any conflicts.",
             "When everything is done, post a comment approving the pull request (`gh pr comment`). Otherwise "
             "record what remains in the review log and keep iterating.",
         ),
@@ -251,12 +241,12 @@ def _feedback(context: ReviewContext | None) -> str:
             _bullets("Additional notes:", *notes) if notes else "",
         )
     threads = [
-        _item(thread.summary, f"reviewer: {_line(thread.author)}" if thread.author else "", thread.url)
+        _item(thread.summary, f"reviewer: {one_line(thread.author)}" if thread.author else "", thread.url)
         for thread in context.threads
     ]
     checks = [_item(check.name, _check_detail(check), check.url) for check in context.failing_checks]
     return _join(
-        "\n".join(("Outstanding items from GitHub:", _line(context.summary or ""))).rstrip(),
+        "\n".join(("Outstanding items from GitHub:", one_line(context.summary or ""))).rstrip(),
         fence("\n".join(threads), "Open review threads") if threads else "",
         fence("\n".join(checks), "Failing checks") if checks else "",
         _bullets("Additional notes:", *context.additional_notes) if context.additional_notes else "",
@@ -266,18 +256,18 @@ def _feedback(context: ReviewContext | None) -> str:
 def _check_detail(check: FailingCheck) -> str:
     parts: list[str] = []
     if check.conclusion:
-        parts.append(f"conclusion: {_line(check.conclusion)}")
+        parts.append(f"conclusion: {one_line(check.conclusion)}")
     if check.details:
-        parts.append(f"details: {_line(check.details)}")
+        parts.append(f"details: {one_line(check.details)}")
     return "; ".join(parts)
 
 
 def _item(text: str, detail: str, url: str | None) -> str:
-    line = f"- {_line(text)}"
+    line = f"- {one_line(text)}"
     if detail:
         line += f" ({detail})"
     if url:
-        line += f" \u2192 {_line(url)}"
+        line += f" \u2192 {one_line(url)}"
     return line
 
 
@@ -285,17 +275,17 @@ def _header(*, repository: str, issue: str, issue_url: str, base: str, branch: t
     label, name = branch
     return "\n".join(
         (
-            f"Repository: {_line(repository)}",
+            f"Repository: {one_line(repository)}",
             f"Issue: {issue}",
-            f"Issue URL: {_line(issue_url)}",
-            f"Base branch: {_line(base)}",
-            f"{label}: {_line(name)}",
+            f"Issue URL: {one_line(issue_url)}",
+            f"Base branch: {one_line(base)}",
+            f"{label}: {one_line(name)}",
         )
     )
 
 
 def _issue_line(number: int, title: str) -> str:
-    return f"#{number} - {_line(title) or f'Issue #{number}'}"
+    return f"#{number} - {one_line(title) or f'Issue #{number}'}"
 
 
 def _bullets(title: str, *items: str) -> str:
@@ -305,11 +295,6 @@ def _bullets(title: str, *items: str) -> str:
 def _body_or_fallback(body: str) -> str:
     text = clean(body).strip()
     return text or NO_DESCRIPTION
-
-
-def _line(text: str) -> str:
-    """Untrusted short text (a title, a name, a URL) on one line."""
-    return collapse(clean(text))
 
 
 def _join(*blocks: str) -> str:

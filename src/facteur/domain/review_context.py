@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from facteur.domain.untrusted import clean
+from facteur.domain.untrusted import one_line, truncate
 from facteur.forge.port import CheckRun, CommitStatus, PullRequest, ReviewThread
 
 THREAD_SUMMARY_LIMIT = 200
 THREAD_PATH_LIMIT = 160
 CHECK_DETAILS_LIMIT = 240
-ELLIPSIS = "\u2026"
 #: the summary of an unresolved thread that has neither a comment text nor a path
 THREAD_NEEDS_ATTENTION = "A review thread needs attention."
 
@@ -37,7 +36,6 @@ SETTLED_MERGE_STATES = frozenset({"clean", "unstable", "unknown"})
 DIRTY = "dirty"
 FINGERPRINT_LENGTH = 32
 
-_WHITESPACE = re.compile(r"\s+")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -138,8 +136,8 @@ def thread_note(thread: ReviewThread) -> ThreadNote | None:
     collapsed, else its path, else a fixed sentence."""
     if thread.is_resolved:
         return None
-    body = collapse(clean(thread.body))
-    path = collapse(clean(thread.path or ""))
+    body = one_line(thread.body)
+    path = one_line(thread.path or "")
     if body:
         summary = truncate(body, THREAD_SUMMARY_LIMIT)
     elif path:
@@ -237,18 +235,8 @@ def issue_number_from_branch(branch: str, prefix: str) -> int | None:
     return None
 
 
-def collapse(text: str) -> str:
-    """``text`` on one line: every run of whitespace becomes one space, none at either end."""
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-def truncate(text: str, limit: int) -> str:
-    """``text`` if it has at most ``limit`` characters, else its first ``limit - 1`` and an ellipsis."""
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
-
-
 def _details(text: str | None) -> str | None:
-    details = collapse(clean(text or ""))
+    details = one_line(text or "")
     return truncate(details, CHECK_DETAILS_LIMIT) if details else None
 
 

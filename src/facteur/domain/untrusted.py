@@ -4,7 +4,8 @@ Before such text reaches a prompt or a comment Facteur writes, it is :func:`clea
 bidirectional control characters are removed (they hide instructions from a human reader), HTML comments are
 removed (GitHub does not render them, so a reader never sees what they say) except Facteur's own markers,
 and line endings are normalised. :func:`fence` then encloses the cleaned text so that nothing inside it can
-pass for the prompt's own words.
+pass for the prompt's own words, and :func:`one_line` folds a short text (a title, a name) onto one line so
+that it cannot add lines of its own.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ _DELETE = str.maketrans(dict.fromkeys(INVISIBLE | BIDI_CONTROLS))
 _OPEN = "<!--"
 _CLOSE = "-->"
 _QUOTE_RUN = re.compile(r'"{3,}')
+_WHITESPACE = re.compile(r"\s+")
 FENCE = '"""'
+ELLIPSIS = "\u2026"
 
 
 def clean(text: str) -> str:
@@ -48,6 +51,22 @@ def clean(text: str) -> str:
     markers (an unterminated ``<!--`` runs to the end of the text), and with ``\\n`` line endings."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _without_comments(text.translate(_DELETE))
+
+
+def collapse(text: str) -> str:
+    """``text`` on one line: every run of whitespace becomes one space, none at either end."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its first ``limit - 1`` and an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def one_line(text: str) -> str:
+    """Untrusted short text (a title, a name, a URL, a comment) cleaned and on one line, so that it cannot
+    add lines of its own to a prompt or a comment."""
+    return collapse(clean(text))
 
 
 def fence(text: str, label: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from facteur.domain.review_context import SETTLED_MERGE_STATES, ReviewContext, build_review_context
+from facteur.domain.review_context import ReviewContext, build_review_context
 from facteur.domain.untrusted import READY_MARKER
 from facteur.errors import ForgeError
 from facteur.forge.port import Forge, PullRequest, Reaction
@@ -75,7 +75,7 @@ class PullActivityHandler:
             done.append("marked_ready")
             await forge.create_comment(repo, number, self._handoff)
             done.append("handoff_comment")
-        settled = (context.merge_state or "unknown") in SETTLED_MERGE_STATES
+        settled = not context.merge_state_requires_attention
         forced = not activity.from_review and activity.action in FORCE_REVIEW_ACTIONS
         if approved and settled and not forced and not context.outstanding_work and not pull.draft:
             existing = await forge.latest_comment_with(repo, number, READY_MARKER)

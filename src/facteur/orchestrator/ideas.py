@@ -4,7 +4,7 @@ the plan needs no approval, their tasks built from it, all recorded in one trans
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,9 +105,7 @@ class Ideas:
             document = plan_to_json(plan)
             markdown = submission.plan_markdown or render_plan(plan)
             plan_draft = PlanVersionDraft(source="api", markdown=markdown, document=document)
-            state = self._move(
-                events, idea_id, state, IdeaState.PLAN_READY, "plan_provided", skipped=["planning"]
-            )
+            state = self._move(events, idea_id, state, IdeaState.PLAN_READY, "plan_provided")
             need = approval_need(
                 repository=submission.repository,
                 risk_labels=submission.risk_labels,
@@ -142,12 +140,7 @@ class Ideas:
                     )
                 )
                 state = self._move(
-                    events,
-                    idea_id,
-                    state,
-                    IdeaState.AWAITING_DEPENDENCIES,
-                    "approval_not_required",
-                    skipped=["awaiting_approval"],
+                    events, idea_id, state, IdeaState.AWAITING_DEPENDENCIES, "approval_not_required"
                 )
                 tasks = self._tasks(plan)
         intent = intent_message(
@@ -197,15 +190,14 @@ class Ideas:
         current: IdeaState,
         target: IdeaState,
         trigger: str,
-        *,
-        skipped: Sequence[str] = (),
     ) -> IdeaState:
-        transition("idea", current, target, trigger)
-        payload: dict[str, Any] = {"from": current.value, "to": target.value, "trigger": trigger}
-        if skipped:
-            payload["skipped"] = list(skipped)
+        """Check the move against the idea table and record it, with the states the table says it skips."""
+        move = transition("idea", current, target, trigger)
+        payload: dict[str, Any] = {"from": current.value, "to": move.target.value, "trigger": move.trigger}
+        if move.skips:
+            payload["skipped"] = [state.value for state in move.skips]
         events.append(NewEvent(kind="idea.transition", actor=ACTOR, payload=payload, idea_id=idea_id))
-        return target
+        return move.target
 
     def _tasks(self, plan: Plan) -> list[TaskSpec]:
         return [

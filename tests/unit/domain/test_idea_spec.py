@@ -202,6 +202,21 @@ def test_headings_inside_code_blocks_do_not_count() -> None:
     assert "### Priority" in spec.goal
 
 
+def test_a_backtick_fence_inside_a_tilde_block_does_not_close_it() -> None:
+    # the ```python line is code inside the ~~~ block: it neither closes it nor opens another one, so the
+    # headings after the block still count
+    body = replace_section("Goal", "Run this:\n~~~\n```python\nprint(1)\n~~~")
+    spec = parse_idea_spec(body)
+    assert spec.goal == "Run this:\n~~~\n```python\nprint(1)\n~~~"
+    assert spec.priority == 1
+    assert spec.risk_labels == ("database-migration", "auth")
+
+
+def test_a_heading_inside_a_longer_fence_does_not_count() -> None:
+    body = replace_section("Goal", "Example:\n````\n```\n### Priority\nP3\n````")
+    assert parse_idea_spec(body).priority == 1
+
+
 # --- problems -----------------------------------------------------------------------------------------------
 
 

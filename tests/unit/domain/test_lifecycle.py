@@ -25,14 +25,9 @@ from facteur.domain.lifecycle import (
     PipelineStage,
     Transition,
     TransitionTable,
-    is_idea_terminal,
-    is_run_terminal,
-    is_task_terminal,
-    is_terminal,
     next_idea_state,
     pipeline_for,
     refusal_event,
-    table_for,
     transition,
 )
 from facteur.domain.runs import RunStatus
@@ -97,9 +92,12 @@ def move_id(item: tuple[Machine, Transition[Any]]) -> str:
 @pytest.mark.parametrize("item", ALL_MOVES, ids=[move_id(item) for item in ALL_MOVES])
 def test_every_legal_transition_is_accepted(item: tuple[Machine, Transition[Any]]) -> None:
     kind, move = item
-    assert transition(kind, move.source, move.target) is move.target
-    assert transition(kind, move.source, move.target, move.trigger) is move.target
-    assert move.trigger in TABLES[kind].triggers(move.source, move.target)
+    assert transition(kind, move.source, move.target, move.trigger) is move
+    # without a trigger, the first move listed between the two states
+    first = next(m for m in TABLES[kind].transitions if (m.source, m.target) == (move.source, move.target))
+    assert transition(kind, move.source, move.target) is first
+    # by name, as the store gives states
+    assert transition(kind, move.source.value, move.target.value, move.trigger) is move
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -181,7 +179,7 @@ def test_a_legal_move_by_the_wrong_trigger_is_refused() -> None:
 
 def test_states_of_another_machine_are_taken_by_name_and_unknown_names_refused() -> None:
     # same name in both enums: the task state is meant
-    assert transition("task", TaskState.RUNNING, IdeaState.FAILED) is TaskState.FAILED
+    assert transition("task", TaskState.RUNNING, IdeaState.FAILED).target is TaskState.FAILED
     with pytest.raises(IllegalTransition, match="'planning' is not a task state; allowed from ready"):
         transition("task", TaskState.READY, IdeaState.PLANNING)
     with pytest.raises(IllegalTransition, match="from bogus to ready: 'bogus' is not a task state"):
@@ -189,21 +187,16 @@ def test_states_of_another_machine_are_taken_by_name_and_unknown_names_refused()
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_terminal_states_have_no_exits_and_the_helpers_agree(kind: Machine) -> None:
+def test_terminal_states_have_no_exits(kind: Machine) -> None:
     table = TABLES[kind]
     assert table.terminal_states == TERMINAL[kind]
     for state in table.states:
-        assert is_terminal(kind, state) is (state in TERMINAL[kind])
-        assert is_terminal(kind, state.value) is (state in TERMINAL[kind])
+        assert table.is_terminal(state) is (state in TERMINAL[kind])
         if state in TERMINAL[kind]:
             assert not [move for move in table.transitions if move.source is state]
 
 
-def test_the_per_kind_terminal_helpers() -> None:
-    assert {state for state in IdeaState if is_idea_terminal(state)} == TERMINAL["idea"]
-    assert {state for state in TaskState if is_task_terminal(state)} == TERMINAL["task"]
-    assert {state for state in RunStatus if is_run_terminal(state)} == TERMINAL["run"]
-    # the run status enum's own notion of terminal agrees with the table
+def test_the_run_status_enum_agrees_with_the_run_table() -> None:
     assert {state for state in RunStatus if state.terminal} == TERMINAL["run"]
 
 
@@ -289,11 +282,9 @@ def test_retries_and_lost_runs() -> None:
     assert not any(RUN_TRANSITIONS.targets(state) for state in RunStatus if state.terminal)
 
 
-def test_table_for_and_unknown_machines() -> None:
-    assert table_for("idea") is IDEA_TRANSITIONS
-    assert table_for("run") is RUN_TRANSITIONS
+def test_an_unknown_machine_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown state machine 'plan'"):
-        table_for("plan")  # type: ignore[call-overload]
+        transition("plan", "a", "b")  # type: ignore[call-overload]
 
 
 def test_a_broken_table_is_refused_when_built() -> None:
@@ -357,7 +348,7 @@ def test_random_walks_follow_the_table_and_stop_at_terminal_states(
                     transition(kind, state, target)
             return
         move = moves[choice % len(moves)]
-        state = transition(kind, state, move.target, move.trigger)
+        state = transition(kind, state, move.target, move.trigger).target
         assert isinstance(state, table.state_type)
 
 
@@ -378,7 +369,9 @@ def test_transition_agrees_with_the_table(kind: Machine, data: st.DataObject, tr
         for move in table.transitions
     )
     if legal:
-        assert transition(kind, source, target, trigger) is target
+        found = transition(kind, source, target, trigger)
+        assert (found.source, found.target) == (source, target)
+        assert trigger in (None, found.trigger)
     else:
         with pytest.raises(IllegalTransition) as caught:
             transition(kind, source, target, trigger)
@@ -399,12 +392,12 @@ def walk_idea(
     state = IdeaState.REGISTERED
     visited: list[IdeaState] = [state]
     skipped: list[IdeaState] = []
-    while not is_idea_terminal(state):
+    while not IDEA_TRANSITIONS.is_terminal(state):
         advance = next_idea_state(state, pipeline, approval_required=approval_required)
         move = IDEA_TRANSITIONS.find(state, advance.state)
         assert move is not None, f"{state} -> {advance.state} is not in the table"
         assert move.skips == advance.skipped
-        assert transition("idea", state, advance.state, move.trigger) is advance.state
+        assert transition("idea", state, advance.state, move.trigger) is move
         state = advance.state
         visited.append(state)
         skipped.extend(advance.skipped)

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from facteur.domain.plans import (
     KEY_PATTERN,
     NOT_PROVIDED,
+    PLAN_SECTIONS,
+    READY_CHECKLIST,
     InvalidPlan,
     Plan,
     PlanTask,
@@ -24,9 +26,8 @@ from facteur.domain.plans import (
     ready_keys,
     render_plan,
     topological_order,
-    validate_plan,
 )
-from facteur.domain.prompts import PLAN_SECTIONS, READY_CHECKLIST, TASK_FORMAT_HELP, plan_template
+from facteur.domain.prompts import TASK_FORMAT_HELP, plan_template
 from facteur.domain.untrusted import PLAN_MARKER
 from facteur.errors import InvalidInput
 from tests.support.services import REPO_ROOT
@@ -384,7 +385,7 @@ def test_a_valid_plan() -> None:
     assert plan.task("b").depends_on == ("a",)
     with pytest.raises(KeyError):
         plan.task("c")
-    validate_plan(plan)
+    assert plan_problems(plan) == ()
 
 
 def test_missing_marker_and_sections_are_named() -> None:

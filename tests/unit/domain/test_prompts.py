@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from facteur.domain.plans import PLAN_SECTIONS, READY_CHECKLIST
 from facteur.domain.prompts import (
     NO_DESCRIPTION,
     PLAN_FILE,
-    PLAN_SECTIONS,
-    READY_CHECKLIST,
     implementation_prompt,
     plan_template,
     planning_prompt,

@@ -17,7 +17,6 @@ from facteur.domain.review_context import (
     ThreadNote,
     build_review_context,
     failing_checks,
-    fingerprint,
     is_failing_run,
     issue_number_from_branch,
     review_dedupe_key,
@@ -278,7 +277,10 @@ def test_to_json_is_the_task_message_review_context() -> None:
             {"name": "ci"},
             {"name": "lint", "conclusion": "failure", "url": "https://status/1", "details": "broken"},
         ],
-        "additionalNotes": list(result.additional_notes),
+        "additionalNotes": [
+            "GitHub reports mergeable_state=dirty.",
+            "Resolve the merge conflicts with the base branch before anything else.",
+        ],
     }
 
 
@@ -320,12 +322,6 @@ def test_fingerprint_is_32_hex_digits_of_sha256_over_the_canonical_document() ->
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     assert result.fingerprint == hashlib.sha256(canonical.encode()).hexdigest()[:32]
-    assert len(result.fingerprint) == 32
-    assert int(result.fingerprint, 16) >= 0
-
-
-def test_fingerprint_is_stable() -> None:
-    assert context().fingerprint == context().fingerprint
 
 
 def test_fingerprint_ignores_the_order_of_threads_and_checks() -> None:
@@ -358,21 +354,6 @@ CHANGES: dict[str, Callable[[], ReviewContext]] = {
 @pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
 def test_fingerprint_changes_with_the_request(change: Callable[[], ReviewContext]) -> None:
     assert change().fingerprint != context().fingerprint
-
-
-def test_fingerprint_function_matches_the_context() -> None:
-    result = context(force_review=True)
-    assert result.force_review
-    assert result.fingerprint == fingerprint(
-        head_sha=result.head_sha,
-        outstanding_work=result.outstanding_work,
-        force_review=True,
-        merge_state_requires_attention=result.merge_state_requires_attention,
-        merge_state=result.merge_state,
-        has_merge_conflicts=result.has_merge_conflicts,
-        threads=list(reversed(result.threads)),
-        checks=list(reversed(result.failing_checks)),
-    )
 
 
 # --- dedupe key and branch ----------------------------------------------------------------------------------

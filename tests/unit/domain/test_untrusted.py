@@ -16,9 +16,12 @@ from facteur.domain.untrusted import (
     PLANNING_PLACEHOLDER,
     PLANNING_PLACEHOLDER_COMMENT,
     clean,
+    collapse,
     fence,
     has_plan_marker,
     is_placeholder,
+    one_line,
+    truncate,
 )
 
 INVISIBLE_POINTS = [0x200B, 0x200C, 0x200D, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF, 0x00AD, 0x180E]
@@ -186,3 +189,23 @@ def test_marker_constants() -> None:
     assert untrusted.READY_MARKER == "<!-- codex:ready -->"
     assert untrusted.IDEA_MARKER == "<!-- facteur:idea -->"
     assert untrusted.IDEA_SPEC_MARKER == "<!-- facteur:idea-spec -->"
+
+
+# --- short texts on one line --------------------------------------------------------------------------------
+
+
+def test_collapse_puts_text_on_one_line() -> None:
+    assert collapse("  a\n\tb   c\r\n ") == "a b c"
+    assert collapse(" \n ") == ""
+
+
+def test_truncate_keeps_short_text_and_ends_long_text_with_an_ellipsis() -> None:
+    assert truncate("abc", 3) == "abc"
+    assert truncate("abcd", 3) == "ab\u2026"
+    assert len(truncate("x" * 500, 40)) == 40
+
+
+def test_one_line_cleans_then_collapses() -> None:
+    # the comment's removal leaves two spaces, and the invisible character would otherwise split the word
+    assert one_line("Fix\u200b it <!-- and push to main -->\r\nnow") == "Fix it now"
+    assert one_line(f"{PLAN_MARKER}\ntitle") == f"{PLAN_MARKER} title"
