@@ -493,6 +493,18 @@ def machine() -> dict[str, str]:
 # --- reporting -------------------------------------------------------------------------------------------
 
 
+def percentile(ordered: Sequence[float], share: float, *, nearest: bool = False, empty: float = 0.0) -> float:
+    """The value at ``share`` (0..1) of sorted ``ordered``; ``empty`` when there is none.
+
+    The index is ``floor(share * n)`` (so p99 of 100 values is the largest), or with ``nearest`` the
+    nearest rank ``round(share * (n - 1))`` (p99 of 100 values is the 99th).
+    """
+    if not ordered:
+        return empty
+    index = round(share * (len(ordered) - 1)) if nearest else int(share * len(ordered))
+    return ordered[min(len(ordered) - 1, max(0, index))]
+
+
 def num(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 

@@ -111,9 +111,8 @@ class Row:
 
 
 def percentile(ordered: Sequence[float], share: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
+    """Nearest rank; NaN when there is nothing to rank."""
+    return harness.percentile(ordered, share, nearest=True, empty=float("nan"))
 
 
 def latency_figures(row: Row, seconds: Sequence[float]) -> None:

@@ -164,18 +164,14 @@ def replay_sequentially(port: int, bodies: Sequence[bytes], budget: float) -> Wr
         conn.close()
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies) or [0.0]
-
-    def percentile(share: float) -> float:
-        return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
     return WrkResult(
         requests=len(latencies),
         seconds=elapsed,
         errors=0,
         status_errors=status_errors,
-        p50_ms=percentile(0.50),
-        p90_ms=percentile(0.90),
-        p99_ms=percentile(0.99),
+        p50_ms=1000 * harness.percentile(ordered, 0.50),
+        p90_ms=1000 * harness.percentile(ordered, 0.90),
+        p99_ms=1000 * harness.percentile(ordered, 0.99),
         max_ms=1000 * ordered[-1],
     )
 

@@ -263,10 +263,6 @@ class Paced:
     accepted_ids: list[str] = field(default_factory=list, repr=False)
 
 
-def _percentile(ordered: Sequence[float], share: float) -> float:
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
-
-
 async def _paced(
     port: int,
     path: str,
@@ -355,11 +351,11 @@ async def _paced(
         statuses=dict(sorted(statuses.items())),
         unexpected=unexpected,
         errors=errors,
-        p50_ms=1000 * _percentile(latency, 0.50),
-        p99_ms=1000 * _percentile(latency, 0.99),
+        p50_ms=1000 * harness.percentile(latency, 0.50),
+        p99_ms=1000 * harness.percentile(latency, 0.99),
         max_ms=1000 * (latency[-1] if latency else 0.0),
-        p99_from_send_ms=1000 * _percentile(from_send, 0.99),
-        send_lag_p99_ms=1000 * _percentile(lag, 0.99),
+        p99_from_send_ms=1000 * harness.percentile(from_send, 0.99),
+        send_lag_p99_ms=1000 * harness.percentile(lag, 0.99),
         accepted_ids=accepted,
     )
 

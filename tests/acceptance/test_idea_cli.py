@@ -4,34 +4,18 @@ would use them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from facteur.domain.plans import plan_from_json, render_plan
 from tests.acceptance.test_canary import serve
+from tests.integration.cli.test_cli import facteur
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.acceptance
 
 TOKEN = "cli-token-1"
-
-
-def facteur(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACTEUR_")}
-    clean.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "facteur", *args],
-        cwd=cwd,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_submit_list_show_and_events(tmp_path: Path) -> None:

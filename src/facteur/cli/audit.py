@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from facteur.domain.events import ChainBreak, ChainVerifier
+from facteur.cli.common import ConfigOption, JsonOption, err, fail, settings_or_exit, setup_logging
 from facteur.errors import FacteurError
 
+if TYPE_CHECKING:  # imported when the command runs: importing them slows every CLI start
+    from facteur.domain.events import ChainBreak
+
 app = typer.Typer(help="Check the append-only audit log.", no_args_is_help=True)
-err = Console(stderr=True, soft_wrap=True)
 
 #: events read per page
 PAGE = 5_000
@@ -31,17 +29,9 @@ class Verdict:
 
 
 @app.command("verify")
-def verify(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", "-c", help="YAML configuration file (else FACTEUR_CONFIG_FILE).", show_default=False
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-) -> None:
+def verify(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Recompute every event's hash in order; exit 1 naming the first broken link."""
-    from facteur.cli.main import fail, settings_or_exit, setup_logging
+    import asyncio
 
     settings = settings_or_exit(config)
     setup_logging(settings)
@@ -75,7 +65,10 @@ def verify(
 
 
 async def _verify(url: str, wait_seconds: float, show_progress: bool) -> Verdict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from facteur.clock import SystemClock
+    from facteur.domain.events import ChainVerifier
     from facteur.store.migrate import head_revision
     from facteur.store.sql import SqlStore
 

@@ -6,13 +6,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from facteur import __version__
+from facteur.cli.common import ConfigOption, JsonOption, fail, settings_or_exit
 from facteur.settings import MASK, DiscordSettings
 
 if TYPE_CHECKING:
@@ -33,24 +32,11 @@ TIMEOUT_SECONDS = 10.0
 MAX_RETRY_AFTER_SECONDS = 60.0
 
 
-def _new_client() -> httpx.Client:
-    import httpx
-
-    return httpx.Client(timeout=TIMEOUT_SECONDS)
-
-
-#: builds the HTTP client for Discord's API; tests replace it with one on an ``httpx.MockTransport``
-client_factory: Callable[[], httpx.Client] = _new_client
+#: the HTTP transport to Discord's API (``None``: the network); tests set an ``httpx.MockTransport``
+transport: httpx.BaseTransport | None = None
 #: waits out a 429 before the one retry; tests replace it
 sleep: Callable[[float], None] = time.sleep
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="YAML configuration file (else FACTEUR_CONFIG_FILE).", show_default=False
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Print the request that would be made; send nothing.")
 ]
@@ -97,22 +83,20 @@ def register_commands(
     config: ConfigOption = None, as_json: JsonOption = False, dry_run: DryRunOption = False
 ) -> None:
     """Register the /plan slash command: in discord.guild_id when set, else globally."""
-    from facteur.cli.main import settings_or_exit
-
     settings = settings_or_exit(config).discord
     if not settings.application_id:
-        _fail("discord.application_id is not set (env DISCORD_APPLICATION_ID)", 2)
+        fail("discord.application_id is not set (env DISCORD_APPLICATION_ID)", 2)
     target = Registration.of(settings, settings.application_id)
     body = [PLAN_COMMAND]
     if dry_run:
         _print_dry_run(target, body, as_json=as_json)
         return
     if settings.bot_token is None or not settings.bot_token.get_secret_value():
-        _fail("discord.bot_token is not set (env DISCORD_BOT_TOKEN)", 2)
+        fail("discord.bot_token is not set (env DISCORD_BOT_TOKEN)", 2)
     token = settings.bot_token.get_secret_value()
     response = _put(target.url, request_headers(token), body, token)
     if response.status_code >= 400:
-        _fail(_scrub(_refusal(response), token))
+        fail(_scrub(_refusal(response), token))
     commands = _registered(response)
     if as_json:
         typer.echo(
@@ -159,28 +143,25 @@ def _put(url: str, headers: dict[str, str], body: list[dict[str, Any]], token: s
     import httpx
 
     try:
-        with client_factory() as client:
+        with httpx.Client(timeout=TIMEOUT_SECONDS, transport=transport) as client:
             response = client.put(url, headers=headers, json=body)
             if response.status_code == 429:
                 wait = _retry_after(response)
                 if wait > MAX_RETRY_AFTER_SECONDS:
-                    _fail(f"Discord rate-limited the request for {wait:.0f} s; try again later")
+                    fail(f"Discord rate-limited the request for {wait:.0f} s; try again later")
                 sleep(wait)
                 response = client.put(url, headers=headers, json=body)
                 if response.status_code == 429:
-                    _fail("Discord rate-limited the request again after waiting; try again later")
+                    fail("Discord rate-limited the request again after waiting; try again later")
             return response
     except httpx.HTTPError as exc:
-        _fail(_scrub(f"cannot reach Discord at {url}: {exc or type(exc).__name__}", token))
+        fail(_scrub(f"cannot reach Discord at {url}: {exc or type(exc).__name__}", token))
 
 
 def _retry_after(response: httpx.Response) -> float:
     """Seconds to wait, from the body's ``retry_after`` or the ``Retry-After`` header (1 s if neither)."""
     candidates: list[Any] = []
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
+    document = _document(response)
     if isinstance(document, dict):
         candidates.append(document.get("retry_after"))
     candidates.append(response.headers.get("retry-after"))
@@ -198,10 +179,7 @@ def _retry_after(response: httpx.Response) -> float:
 
 def _refusal(response: httpx.Response) -> str:
     """One line: the HTTP status, and Discord's ``message`` (and error ``code``) when the body has one."""
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
+    document = _document(response)
     message = document.get("message") if isinstance(document, dict) else None
     code = document.get("code") if isinstance(document, dict) else None
     status = f"HTTP {response.status_code}" + (f", code {code}" if isinstance(code, int) and code else "")
@@ -210,10 +188,7 @@ def _refusal(response: httpx.Response) -> str:
 
 
 def _registered(response: httpx.Response) -> list[dict[str, str]]:
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
+    document = _document(response)
     if not isinstance(document, list):
         return [{"name": str(PLAN_COMMAND["name"]), "id": "?"}]
     return [
@@ -223,11 +198,13 @@ def _registered(response: httpx.Response) -> list[dict[str, str]]:
     ]
 
 
+def _document(response: httpx.Response) -> Any:
+    """The response's JSON body, or ``None`` when it has none."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def _scrub(text: str, token: str) -> str:
     return text.replace(token, MASK) if token else text
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    from facteur.cli.main import fail
-
-    fail(escape(message), code)

@@ -4,71 +4,56 @@ server (``--url`` or ``FACTEUR_URL``, token from ``--token`` or ``FACTEUR_API_TO
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-if TYPE_CHECKING:  # httpx is imported when a command runs: importing it slows every CLI start
+from facteur.cli.common import JsonOption, err, fail
+
+if TYPE_CHECKING:  # httpx and rich.table are imported when a command runs: they slow every CLI start
     import httpx
 
 app = typer.Typer(help="Submit and follow ideas on a running Facteur.", no_args_is_help=True)
 out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT_SECONDS = 30.0
 
-UrlOption = Annotated[
-    str | None, typer.Option("--url", help=f"Facteur's address (else FACTEUR_URL, else {DEFAULT_URL}).")
-]
+#: the HTTP transport to Facteur (``None``: the network); tests set an ``httpx.MockTransport``
+transport: httpx.BaseTransport | None = None
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="FACTEUR_URL", help="Facteur's address.")]
 TokenOption = Annotated[
-    str | None, typer.Option("--token", help="API token (else FACTEUR_API_TOKEN).", show_default=False)
+    str | None, typer.Option("--token", envvar="FACTEUR_API_TOKEN", help="API token.", show_default=False)
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
-def _new_client(base_url: str, token: str | None) -> httpx.Client:
+def _call(method: str, path: str, url: str, token: str | None, **kwargs: Any) -> Any:
     import httpx
 
+    base = url or DEFAULT_URL
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=base_url, headers=headers, timeout=TIMEOUT_SECONDS)
-
-
-#: builds the HTTP client; tests replace it with one talking to an in-process app
-client_factory: Callable[[str, str | None], httpx.Client] = _new_client
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
-
-def _call(method: str, path: str, url: str | None, token: str | None, **kwargs: Any) -> Any:
-    import httpx
-
-    base = url or os.environ.get("FACTEUR_URL") or DEFAULT_URL
-    token = token or os.environ.get("FACTEUR_API_TOKEN") or None
     try:
-        with client_factory(base, token) as client:
+        with httpx.Client(
+            base_url=base, headers=headers, timeout=TIMEOUT_SECONDS, transport=transport
+        ) as client:
             response = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach Facteur at {base}: {exc} (start it with `facteur serve`, or set --url)")
+        fail(f"cannot reach Facteur at {base}: {exc} (start it with `facteur serve`, or set --url)")
     try:
         body = response.json()
     except ValueError:
-        _fail(f"{method} {path}: {response.status_code} with a body that is not JSON")
+        fail(f"{method} {path}: {response.status_code} with a body that is not JSON")
     if response.status_code >= 400:
         detail = body.get("detail") if isinstance(body, dict) else body
         problems = body.get("problems") if isinstance(body, dict) else None
         error = body.get("error", "") if isinstance(body, dict) else ""
         lines = [f"{method} {path}: {response.status_code} {error}"]
         lines += [f"  - {p}" for p in problems] if problems else [f"  {detail}"]
-        _fail("\n".join(lines), 2 if response.status_code in {400, 404, 409, 422} else 1)
+        fail("\n".join(lines), 2 if response.status_code in {400, 404, 409, 422} else 1)
     return body
 
 
@@ -93,7 +78,7 @@ def submit(
         ),
     ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Makes a retry find the first idea.")] = None,
-    url: UrlOption = None,
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -113,7 +98,7 @@ def submit(
             try:
                 body["plan_json"] = json.loads(text)
             except json.JSONDecodeError as exc:
-                _fail(f"{plan} is not JSON: {exc}", 2)
+                fail(f"{plan} is not JSON: {exc}", 2)
         else:
             body["plan"] = text
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -135,11 +120,13 @@ def list_ideas(
         str | None, typer.Option(help="Only this source (github_issue, discord, api, cli).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    url: UrlOption = None,
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ideas, newest first."""
+    from rich.table import Table
+
     params: list[tuple[str, str | int]] = [("limit", limit)]
     params += [("state", s) for s in state or []]
     if repository:
@@ -164,7 +151,7 @@ def list_ideas(
 @app.command("show")
 def show(
     idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
-    url: UrlOption = None,
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -179,11 +166,13 @@ def show(
 @app.command("events")
 def events(
     idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
-    url: UrlOption = None,
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The idea's audit timeline."""
+    from rich.table import Table
+
     items: list[dict[str, Any]] = []
     after = 0
     while True:
@@ -206,20 +195,28 @@ def events(
 
 
 def _show(idea: dict[str, Any]) -> None:
+    from rich.table import Table
+
     paused = " (paused)" if idea["paused"] else ""
-    out.print(f"[bold]{idea['title']}[/bold]  {idea['id']}", highlight=False)
+    out.print(f"[bold]{escape(idea['title'])}[/bold]  {idea['id']}", highlight=False)
     out.print(
         f"{idea['state']}{paused} · {idea['repository']} · priority {idea['priority']} · {idea['source']}",
         highlight=False,
+        markup=False,
     )
     plan = idea["plan"]
     if plan:
         approval = "approved" if plan["approved"] else "not approved"
-        out.print(f"plan v{plan['version']} ({approval}); versions {idea['plan_versions']}", highlight=False)
+        out.print(
+            f"plan v{plan['version']} ({approval}); versions {idea['plan_versions']}",
+            highlight=False,
+            markup=False,
+        )
     cost = idea["cost"]
     out.print(
         f"cost: {cost['input_tokens']} in / {cost['output_tokens']} out tokens, ${cost['usd']:.2f}",
         highlight=False,
+        markup=False,
     )
     if idea["tasks"]:
         tasks = Table("key", "state", "depends on", "heavy", "title", title="tasks")
@@ -242,6 +239,7 @@ def _show(idea: dict[str, Any]) -> None:
             f"approval: plan v{approval['plan_version']} {approval['decision']} by {approval['decided_by']}"
             f" ({approval['reason'] or 'no reason given'})",
             highlight=False,
+            markup=False,
         )
 
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from facteur import __version__
 from facteur.cli.audit import app as audit_app
+from facteur.cli.common import ConfigOption, JsonOption, err, fail, settings_or_exit, setup_logging
 from facteur.cli.discord import app as discord_app
 from facteur.cli.ideas import app as idea_app
 from facteur.errors import ConfigError, FacteurError
-from facteur.settings import Settings, load_settings
-from facteur.telemetry import logging as facteur_logging
 
 app = typer.Typer(
     name="facteur",
@@ -30,34 +28,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(discord_app, name="discord")
 app.add_typer(audit_app, name="audit")
 app.add_typer(idea_app, name="idea")
-
-err = Console(stderr=True, soft_wrap=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="YAML configuration file (else FACTEUR_CONFIG_FILE).", show_default=False
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
-
-def settings_or_exit(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        for line in exc.message.splitlines():
-            err.print(f"[red]error:[/red] {line}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
-
-
-def setup_logging(settings: Settings) -> None:
-    facteur_logging.configure(settings.logging.level, settings.logging.format, settings.secrets())
 
 
 @app.command()
@@ -173,6 +143,7 @@ def stage(
         f"stage {stage_value.value}: run {run.get('runId', '?')} for "
         f"{document.get('repository', '?')}#{document.get('issueNumber', '?')}",
         highlight=False,
+        markup=False,
     )
     fail(
         f"no stage runner for {stage_value.value} is installed in this version of Facteur; "

@@ -25,8 +25,6 @@ from facteur.intake.discord_signature import verify_signature
 from facteur.proto.proompteng.facteur.v1 import contract_pb2 as pb
 from facteur.settings import DiscordSettings
 
-__all__ = ["DiscordAnswer", "DiscordIntake", "PlanRequest", "verify_signature"]
-
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Signature-Ed25519"
@@ -111,12 +109,17 @@ class DiscordIntake:
         self._sink = sink
 
     async def handle(self, raw_body: bytes, headers: Mapping[str, str]) -> DiscordAnswer:
-        """Check and answer one interaction; the sink's `StoreUnavailable` propagates (the route: 503)."""
+        """Check and answer one interaction; the sink's `StoreUnavailable` propagates (the route: 503).
+
+        ``headers`` must look names up case-insensitively, as Starlette's ``Headers`` do.
+        """
         public_key = self._settings.public_key
         if not public_key:
-            return _error(503, "not_configured", "Discord interactions need discord.public_key")
-        signature = _header(headers, SIGNATURE_HEADER)
-        timestamp = _header(headers, TIMESTAMP_HEADER)
+            return _error(
+                503, "not configured", "Discord interactions need discord.public_key (env DISCORD_PUBLIC_KEY)"
+            )
+        signature = headers.get(SIGNATURE_HEADER)
+        timestamp = headers.get(TIMESTAMP_HEADER)
         if not signature:
             return _rejected(f"missing {SIGNATURE_HEADER} header")
         if not timestamp:
@@ -325,17 +328,6 @@ def _user(fields: Fields) -> _User:
     )
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    wanted = name.lower()
-    for key, candidate in headers.items():
-        if key.lower() == wanted:
-            return candidate
-    return None
-
-
 def _short(value: str) -> str:
     """An identifier for a log line: printable and bounded, whatever the payload held."""
     return value[:32].encode("unicode_escape").decode("ascii")
@@ -354,9 +346,9 @@ def _error(status: int, error: str, detail: str) -> DiscordAnswer:
 
 def _rejected(detail: str) -> DiscordAnswer:
     logger.warning("webhook_rejected: source=discord status=401 reason=%s", detail)
-    return _error(401, "invalid_signature", detail)
+    return _error(401, "unauthorized", detail)
 
 
 def _invalid(detail: str) -> DiscordAnswer:
     logger.warning("webhook_rejected: source=discord status=400 reason=%s", detail)
-    return _error(400, "invalid_payload", detail)
+    return _error(400, "invalid payload", detail)

@@ -23,9 +23,6 @@ class Fields:
     def name(self, key: str) -> str:
         return f"{self._path}.{key}" if self._path else key
 
-    def has(self, key: str) -> bool:
-        return self._data.get(key) is not None
-
     def string(self, key: str) -> str:
         value = self.optional_string(key)
         if value is None:

@@ -1,15 +1,18 @@
-"""`facteur audit verify` over a real database: intact, then tampered with in three ways."""
+"""`facteur audit verify` over a real database: intact, then tampered with in three ways; and page by page."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from facteur.cli import audit
 from facteur.clock import SystemClock
-from facteur.domain.events import NewEvent
+from facteur.domain.events import Event, NewEvent
 from facteur.store.sql import SqlStore, sqlalchemy_url
 from tests.integration.cli.test_cli import facteur
 
@@ -70,3 +73,47 @@ def test_verify_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     result = facteur("audit", "verify", cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert "run `facteur migrate` first" in result.stderr
+
+
+@pytest.fixture
+def pages(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Verify two events per page; the list holds the size of each page read."""
+    monkeypatch.setattr(audit, "PAGE", 2)
+    sizes: list[int] = []
+    list_events = SqlStore.list_events
+
+    async def counted(self: SqlStore, **kwargs: Any) -> list[Event]:
+        page = await list_events(self, **kwargs)
+        assert kwargs["limit"] == 2
+        sizes.append(len(page))
+        return page
+
+    monkeypatch.setattr(SqlStore, "list_events", counted)
+    return sizes
+
+
+@pytest.mark.parametrize("count", [7, 6])
+async def test_verify_reads_page_after_page(database_url: str, pages: list[int], count: int) -> None:
+    await seeded(database_url, count)
+    verdict = await audit._verify(database_url, 5.0, show_progress=False)
+    assert (verdict.broken, verdict.events, verdict.head_seq) == (None, count, count)
+    assert pages == ([2, 2, 2, 1] if count == 7 else [2, 2, 2, 0])
+
+
+async def test_verify_finds_a_break_in_the_second_page(database_url: str, pages: list[int]) -> None:
+    await seeded(database_url, 7)
+    execute(database_url, 'UPDATE events SET payload = \'{"n": 3, "why": "forged"}\' WHERE seq = 4')
+    verdict = await audit._verify(database_url, 5.0, show_progress=False)
+    assert verdict.broken is not None
+    assert (verdict.broken.seq, verdict.broken.reason) == (4, "content does not match its hash")
+    assert verdict.events == 3
+    assert pages == [2, 2]
+
+
+async def test_verify_finds_a_gap_across_pages(database_url: str, pages: list[int]) -> None:
+    await seeded(database_url, 7)
+    execute(database_url, "DELETE FROM events WHERE seq = 3")
+    verdict = await audit._verify(database_url, 5.0, show_progress=False)
+    assert verdict.broken is not None
+    assert (verdict.broken.seq, verdict.broken.reason) == (4, "expected event #3, found #4")
+    assert pages == [2, 2]

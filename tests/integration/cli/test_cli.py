@@ -119,3 +119,16 @@ def test_serve_refuses_an_open_api_outside_loopback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "server.api_token is not set" in result.stderr
     assert "0.0.0.0" in result.stderr
+
+
+def test_errors_print_brackets_literally(tmp_path: Path) -> None:
+    """Messages are not Rich markup: ``[b]`` is not swallowed, ``[/tmp]`` is no MarkupError."""
+    missing = facteur("config", "show", "--config", "[/tmp]/[b]x.yaml", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: config file [/tmp]/[b]x.yaml does not exist"
+    config = tmp_path / "brackets.yaml"
+    config.write_text('server:\n  port: "[/tmp] [b]"\n')
+    invalid = facteur("config", "show", "--config", str(config), cwd=tmp_path)
+    assert invalid.returncode == 2
+    assert "(got '[/tmp] [b]')" in invalid.stderr
+    assert "Traceback" not in invalid.stderr

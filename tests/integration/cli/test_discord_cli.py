@@ -49,9 +49,7 @@ def discord(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeDiscord:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     fake = FakeDiscord()
-    monkeypatch.setattr(
-        discord_cli, "client_factory", lambda: httpx.Client(transport=httpx.MockTransport(fake.handle))
-    )
+    monkeypatch.setattr(discord_cli, "transport", httpx.MockTransport(fake.handle))
     monkeypatch.setattr(discord_cli, "sleep", fake.waits.append)
     return fake
 

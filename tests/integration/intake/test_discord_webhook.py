@@ -52,9 +52,11 @@ async def test_plan_form_becomes_an_idea_and_a_command_event_once(database_url: 
             "/webhooks/discord", content=body.replace(b"status", b"statue"), headers=signer.headers(body)
         )
         assert forged.status_code == 401
+        assert forged.json()["error"] == "unauthorized"
         garbage = b"{nope"
         response = await client.post("/webhooks/discord", content=garbage, headers=signer.headers(garbage))
         assert response.status_code == 400
+        assert response.json()["error"] == "invalid payload"
         ping = json.dumps({"type": 1, "id": "1", "application_id": "4242"}).encode()
         response = await client.post("/webhooks/discord", content=ping, headers=signer.headers(ping))
         assert response.json() == {"type": 1}
@@ -66,3 +68,6 @@ async def test_without_a_public_key_interactions_are_refused(sqlite_url: str) ->
     async with running_app(settings) as running:
         response = await running.client.post("/webhooks/discord", content=b"{}")
         assert response.status_code == 503
+        # refused for the missing key, not because the store is not ready
+        assert response.json()["error"] == "not configured"
+        assert "discord.public_key" in response.json()["detail"]

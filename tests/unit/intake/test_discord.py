@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from starlette.datastructures import Headers
 
 from facteur.errors import StoreUnavailable
-from facteur.intake.discord import DiscordAnswer, DiscordIntake, PlanRequest, plan_title, verify_signature
+from facteur.intake.discord import DiscordAnswer, DiscordIntake, PlanRequest, plan_title
+from facteur.intake.discord_signature import verify_signature
 from facteur.proto.proompteng.facteur.v1 import contract_pb2 as pb
 from facteur.settings import DiscordSettings
 from tests.support.fakes import FakeClock
@@ -151,7 +153,7 @@ async def test_without_a_public_key_interactions_are_not_configured(
     intake = DiscordIntake(settings=DiscordSettings(), clock=clock, sink=sink)
     answer = await send(intake, signer, {"type": 1})
     assert answer.status == 503
-    assert answer.body["error"] == "not_configured"
+    assert answer.body["error"] == "not configured"
     assert "discord.public_key" in answer.body["detail"]
 
 
@@ -178,7 +180,7 @@ async def test_a_bad_signature_is_401(intake: DiscordIntake, signer: Signer) -> 
             body, {"X-Signature-Ed25519": signature, "X-Signature-Timestamp": TIMESTAMP}
         )
         assert answer.status == 401, signature
-        assert answer.body["error"] == "invalid_signature"
+        assert answer.body["error"] == "unauthorized"
 
 
 async def test_a_tampered_body_is_401(intake: DiscordIntake, signer: Signer) -> None:
@@ -200,7 +202,8 @@ async def test_a_bad_timestamp_header_is_401(intake: DiscordIntake, signer: Sign
 
 async def test_headers_are_matched_whatever_their_case(intake: DiscordIntake, signer: Signer) -> None:
     body = b'{"type":1}'
-    headers = {key.lower(): value for key, value in signer.headers(body).items()}
+    # what the route passes: Starlette's Headers, which look names up whatever their case
+    headers = Headers({key.lower(): value for key, value in signer.headers(body).items()})
     assert await intake.handle(body, headers) == DiscordAnswer(200, {"type": 1})
 
 
@@ -213,7 +216,7 @@ async def test_headers_are_matched_whatever_their_case(intake: DiscordIntake, si
 async def test_a_body_that_is_not_json_is_400(intake: DiscordIntake, signer: Signer, body: bytes) -> None:
     answer = await intake.handle(body, signer.headers(body))
     assert answer.status == 400
-    assert answer.body == {"error": "invalid_payload", "detail": "the body is not valid JSON"}
+    assert answer.body == {"error": "invalid payload", "detail": "the body is not valid JSON"}
 
 
 @pytest.mark.parametrize("document", [[1], "ping", 1, None])
@@ -517,6 +520,6 @@ async def test_a_malformed_field_is_400_naming_it(
 ) -> None:
     answer = await send(intake, signer, document)
     assert answer.status == 400, answer
-    assert answer.body["error"] == "invalid_payload"
+    assert answer.body["error"] == "invalid payload"
     assert f"field {named} " in answer.body["detail"]
     assert sink.requests == []
