@@ -140,8 +140,13 @@ def list_ideas(
     table = Table("id", "state", "repository", "priority", "title", title=f"{len(page['items'])} idea(s)")
     for idea in page["items"]:
         paused = " (paused)" if idea["paused"] else ""
-        table.add_row(
-            idea["id"][:8], idea["state"] + paused, idea["repository"], str(idea["priority"]), idea["title"]
+        _add(
+            table,
+            idea["id"][:8],
+            idea["state"] + paused,
+            idea["repository"],
+            str(idea["priority"]),
+            idea["title"],
         )
     out.print(table)
     if page["next_cursor"]:
@@ -188,8 +193,13 @@ def events(
         return
     table = Table("seq", "at", "kind", "actor", "detail", title=f"{len(items)} event(s)")
     for event in items:
-        table.add_row(
-            str(event["seq"]), event["at"][:19], event["kind"], event["actor"], _brief(event["payload"])
+        _add(
+            table,
+            str(event["seq"]),
+            event["at"][:19],
+            event["kind"],
+            event["actor"],
+            _brief(event["payload"]),
         )
     out.print(table)
 
@@ -221,7 +231,8 @@ def _show(idea: dict[str, Any]) -> None:
     if idea["tasks"]:
         tasks = Table("key", "state", "depends on", "heavy", "title", title="tasks")
         for task in idea["tasks"]:
-            tasks.add_row(
+            _add(
+                tasks,
                 task["key"],
                 task["state"],
                 ", ".join(task["depends_on"]) or "-",
@@ -232,7 +243,7 @@ def _show(idea: dict[str, Any]) -> None:
     if idea["runs"]:
         runs = Table("run", "stage", "status", "attempt", title="runs")
         for run in idea["runs"]:
-            runs.add_row(run["id"][:8], run["stage"], run["status"], str(run["attempt"]))
+            _add(runs, run["id"][:8], run["stage"], run["status"], str(run["attempt"]))
         out.print(runs)
     for approval in idea["approvals"]:
         out.print(
@@ -246,3 +257,10 @@ def _show(idea: dict[str, Any]) -> None:
 def _brief(payload: dict[str, Any]) -> str:
     text = json.dumps(payload, separators=(",", ":"))
     return text if len(text) <= 80 else text[:79] + "\u2026"
+
+
+def _add(table: Any, *cells: str) -> None:
+    """A row of plain text: titles and payloads from the server are never read as Rich markup."""
+    from rich.text import Text
+
+    table.add_row(*(Text(cell) for cell in cells))

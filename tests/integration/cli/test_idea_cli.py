@@ -102,3 +102,21 @@ def test_a_body_that_is_not_json_is_named(server: FakeFacteur) -> None:
     result = run("list")
     assert result.exit_code == 1
     assert "GET /api/v1/ideas: 502 with a body that is not JSON" in result.stderr
+
+
+def test_tables_print_server_text_literally(server: FakeFacteur) -> None:
+    title = "Fix [/tmp] and [b]bold[/b] paths"
+    idea = {
+        "id": "0f0e0d0c-0000-0000-0000-000000000001",
+        "title": title,
+        "state": "registered",
+        "paused": False,
+        "repository": "acme/widgets",
+        "source": "api",
+        "priority": 2,
+        "created_at": "2026-11-30T00:00:00Z",
+    }
+    server.handler = lambda _request: httpx.Response(200, json={"items": [idea], "next_cursor": None})
+    result = run("list")
+    assert result.exit_code == 0, result.output
+    assert "[/tmp]" in result.stdout and "[b]bold[/b]" in result.stdout
