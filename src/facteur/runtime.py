@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 
 from facteur.bus import build_broker
@@ -29,9 +30,13 @@ from facteur.intake.codex_tasks import CodexTaskIntake
 from facteur.intake.discord import DiscordIntake
 from facteur.intake.discord_plans import DiscordPlans
 from facteur.intake.github import GitHubIntake
-from facteur.orchestrator.dispatch import Dispatcher
+from facteur.orchestrator.dispatch import Callbacks, Dispatcher
+from facteur.orchestrator.driver import Driver
 from facteur.orchestrator.ideas import Ideas
+from facteur.orchestrator.reconciler import Reconciler
+from facteur.orchestrator.run_bodies import RunBodies
 from facteur.orchestrator.run_reports import RunReports
+from facteur.orchestrator.scheduler import Scheduler
 from facteur.settings import Settings
 from facteur.store.migrate import head_revision
 from facteur.store.port import Store
@@ -62,6 +67,9 @@ class Runtime:
     ideas: Ideas
     #: key of the per-run callback tokens
     callback_secret: bytes
+    driver: Driver
+    scheduler: Scheduler
+    reconciler: Reconciler
     #: GitHub (when a token or App is configured), else None: intake then skips its GitHub calls
     forge: Forge | None = None
     #: the bus; set when the outbox relay or ``bus.consume_codex_tasks`` is on (or given by tests)
@@ -97,6 +105,9 @@ class Runtime:
         )
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self._relay(self.relay), name="facteur-outbox-relay"))
+        if self.settings.scheduler.enabled:
+            self._tasks.append(asyncio.create_task(self._schedule(), name="facteur-scheduler"))
+            self._tasks.append(asyncio.create_task(self._reconcile(), name="facteur-reconciler"))
         if self.settings.bus.consume_codex_tasks and self.broker is not None:
             self._tasks.append(
                 asyncio.create_task(self._consume_codex_tasks(self.broker), name="facteur-codex-consumer")
@@ -106,6 +117,27 @@ class Runtime:
         await self._ready.wait()
         logger.info("outbox relay started: bus=%s holder=%s", relay.broker_description, relay.holder)
         await relay.run()
+
+    async def _schedule(self) -> None:
+        await self._ready.wait()
+        logger.info(
+            "scheduler started: holder=%s max_concurrent=%s max_per_repository=%s max_heavy=%s",
+            self.scheduler.holder,
+            self.settings.scheduler.max_concurrent,
+            self.settings.scheduler.max_per_repository,
+            self.settings.scheduler.max_heavy,
+        )
+        await self.scheduler.run()
+
+    async def _reconcile(self) -> None:
+        """Sweep at start-up (a crash's leftovers), then every ``scheduler.reconcile_seconds``."""
+        await self._ready.wait()
+        while True:
+            try:
+                await self.reconciler.sweep()
+            except FacteurError as exc:
+                logger.warning("reconciler sweep failed: error=%s", exc)
+            await asyncio.sleep(self.settings.scheduler.reconcile_seconds)
 
     async def _consume_codex_tasks(self, broker: Broker) -> None:
         """Ingest ``bus.topics.codex_tasks`` like POST /codex/tasks; on a bus or store failure, start over."""
@@ -222,6 +254,18 @@ def callback_secret(settings: Settings) -> bytes:
     return secrets.token_bytes(32)
 
 
+def replica_name() -> str:
+    """This process among replicas: ``<host>:<pid>:<random>`` (claims and leases name it)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _url_host(host: str) -> str:
+    """The host to put in a callback URL for a bind address (a wildcard bind is reached on loopback)."""
+    if host in {"0.0.0.0", "", "::"}:  # noqa: S104 - a comparison, not a bind
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def workflow_identifier() -> str | None:
     """The Argo workflow this process runs in (name, uid or namespace), appended to ready comments."""
     for name in ("ARGO_WORKFLOW_NAME", "ARGO_WORKFLOW_UID", "ARGO_WORKFLOW_NAMESPACE"):
@@ -259,9 +303,38 @@ async def build_runtime(
     if broker is not None and settings.bus.outbox.relay_enabled:
         relay = OutboxRelay(store, broker, clock, settings.bus.outbox)
         store.on_outbox_write(relay.wake)
-    dispatcher = Dispatcher(store, executor, clock, execution_topic=settings.bus.topics.codex_execution)
+    secret = callback_secret(settings)
+    server = settings.server
+    dispatcher = Dispatcher(
+        store,
+        executor,
+        clock,
+        execution_topic=settings.bus.topics.codex_execution,
+        callbacks=Callbacks(server.public_url or f"http://{_url_host(server.host)}:{server.port}", secret),
+    )
     if isinstance(executor, LocalExecutor):
         executor.set_listener(dispatcher.on_workflow_status)
+    holder = replica_name()
+    bodies = RunBodies(
+        executor=executor.kind,
+        namespace=executor.namespace,
+        base_branch=settings.codex.base_branch,
+        branch_prefix=settings.codex.branch_prefix,
+        new_id=ids.new_id,
+    )
+    driver = Driver(
+        store=store, dispatcher=dispatcher, clock=clock, ids=ids, settings=settings, bodies=bodies
+    )
+    scheduler = Scheduler(
+        store=store,
+        dispatcher=dispatcher,
+        clock=clock,
+        settings=settings.scheduler,
+        bodies=bodies,
+        holder=holder,
+    )
+    driver.wake, driver.wake_at = scheduler.wake, scheduler.wake_at
+    dispatcher.on_change = driver.run_changed
     intake = CodexTaskIntake(
         store=store,
         dispatcher=dispatcher,
@@ -272,6 +345,8 @@ async def build_runtime(
     if forge is None:
         forge = build_forge(settings)
     run_reports = RunReports(store=store, clock=clock, execution_topic=settings.bus.topics.codex_execution)
+    run_reports.on_change = driver.run_changed
+    run_reports.on_plan = driver.plan_received
     github = GitHubIntake(
         store=store,
         codex_tasks=intake,
@@ -282,6 +357,14 @@ async def build_runtime(
         clock=clock,
         workflow_identifier=workflow_identifier(),
     )
+    ideas = Ideas(
+        store=store,
+        clock=clock,
+        ids=ids,
+        approvals=settings.approvals,
+        intent_topic=settings.bus.topics.codex_intent,
+    )
+    ideas.on_created = driver.idea_created
     return Runtime(
         settings=settings,
         clock=clock,
@@ -298,14 +381,19 @@ async def build_runtime(
         ),
         forge=forge,
         run_reports=run_reports,
-        ideas=Ideas(
+        ideas=ideas,
+        callback_secret=secret,
+        driver=driver,
+        scheduler=scheduler,
+        reconciler=Reconciler(
             store=store,
+            dispatcher=dispatcher,
+            driver=driver,
             clock=clock,
-            ids=ids,
-            approvals=settings.approvals,
-            intent_topic=settings.bus.topics.codex_intent,
+            settings=settings.scheduler,
+            holder=holder,
+            execution_topic=settings.bus.topics.codex_execution,
         ),
-        callback_secret=callback_secret(settings),
         broker=broker,
         relay=relay,
     )

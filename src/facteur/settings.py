@@ -53,6 +53,8 @@ class ServerSettings(_Section):
     #: key of the per-run callback tokens (HMAC of the run id); unset, one is derived from api_token, else
     #: generated at start-up (tokens then change with every restart)
     callback_secret: SecretStr | None = None
+    #: where stage runs reach this server for their callbacks; default ``http://<host>:<port>``
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     #: largest request body accepted on /codex/tasks
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
@@ -449,6 +451,8 @@ class ApprovalSettings(_Section):
 
 
 class SchedulerSettings(_Section):
+    #: false: this replica answers the API and callbacks but dispatches nothing and does not reconcile
+    enabled: bool = True
     #: runs in flight at once, across all ideas
     max_concurrent: int = Field(default=4, ge=1, le=10_000)
     #: runs in flight at once per repository
@@ -462,8 +466,13 @@ class SchedulerSettings(_Section):
     max_backoff_seconds: float = Field(default=900.0, ge=0, le=86_400)
     #: a run without a heartbeat for this long is stuck
     heartbeat_timeout_seconds: float = Field(default=600.0, gt=0)
-    #: what happens to a stuck run
+    #: what happens to a stuck run: ``retry`` (it counts as failed: its task is retried while attempts
+    #: remain) or ``cancel`` (the run and its task are cancelled)
     stuck_action: Literal["retry", "cancel"] = "retry"
+    #: what a task that used its last attempt does: ``fail`` its idea, or ``block`` (a person retries it)
+    on_exhausted: Literal["fail", "block"] = "fail"
+    #: seconds between reconciler sweeps (runs against their executor, lost reactions, expired claims)
+    reconcile_seconds: float = Field(default=30.0, gt=0, le=3600)
     #: safety-net pass of the scheduler (it also wakes on every change)
     poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     #: how long a replica's claim on a task holds before another may take it

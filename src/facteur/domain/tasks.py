@@ -41,3 +41,8 @@ class Task:
     position: int | None = None
     #: a failed task is not ready again before then (back-off)
     not_before: datetime | None = None
+    #: the scheduler replica that claimed it, and until when the claim holds
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+    #: its idea's priority (0 highest), copied so that the scheduler orders ready tasks by an index
+    priority: int = 2

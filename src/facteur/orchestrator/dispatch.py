@@ -13,12 +13,15 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import NewEvent
+from facteur.domain.run_reports import run_token
 from facteur.domain.runs import Run, RunStatus
 from facteur.errors import ExecutorError, FacteurError, StoreError
 from facteur.executors.port import Executor, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
@@ -29,15 +32,32 @@ logger = logging.getLogger(__name__)
 ACTOR = "facteur"
 
 
-def run_event(run: Run) -> dict[str, Any]:
-    """The ``facteur`` block of the event handed to a run's workflow."""
-    return {
+@dataclass(frozen=True, slots=True)
+class Callbacks:
+    """Where runs report (``<base_url>/api/v1/runs/<id>/events``) and the key of their tokens."""
+
+    base_url: str
+    secret: bytes = field(repr=False)
+
+    def url(self, run_id: uuid.UUID) -> str:
+        return f"{self.base_url.rstrip('/')}/api/v1/runs/{run_id}/events"
+
+
+def run_event(run: Run, callbacks: Callbacks | None = None) -> dict[str, Any]:
+    """The ``facteur`` block of the event handed to a run's workflow: the run's identity and, when the
+    server takes callbacks, where to report and the run's own token."""
+    block: dict[str, Any] = {
         "runId": str(run.id),
         "ideaId": str(run.idea_id),
         "taskId": str(run.task_id),
         "stage": run.stage.value,
         "workflowName": run.workflow_name,
+        "attempt": run.attempt,
     }
+    if callbacks is not None:
+        block["callbackUrl"] = callbacks.url(run.id)
+        block["callbackToken"] = run_token(callbacks.secret, run.id)
+    return block
 
 
 def execution_message(
@@ -73,12 +93,21 @@ def execution_message(
 
 class Dispatcher:
     def __init__(
-        self, store: Store, executor: Executor, clock: Clock, *, execution_topic: str = "codex.execution"
+        self,
+        store: Store,
+        executor: Executor,
+        clock: Clock,
+        *,
+        execution_topic: str = "codex.execution",
+        callbacks: Callbacks | None = None,
     ) -> None:
         self._store = store
         self._executor = executor
         self._clock = clock
         self._execution_topic = execution_topic
+        self._callbacks = callbacks
+        #: told after a run's status changed on the executor's word (the lifecycle driver)
+        self.on_change: Callable[[Run], Awaitable[None]] | None = None
 
     @property
     def executor(self) -> Executor:
@@ -96,7 +125,8 @@ class Dispatcher:
         """Submit a run known to be queued, with its recorded payloads (no store read)."""
         assert run.workflow_name is not None
         message = json.loads(event_body)
-        message["facteur"] = run_event(run)
+        block = message.get("facteur")
+        message["facteur"] = {**(block if isinstance(block, dict) else {}), **run_event(run, self._callbacks)}
         request = WorkflowRequest(
             run_id=run.id,
             idea_id=run.idea_id,
@@ -184,7 +214,9 @@ class Dispatcher:
 
     async def resubmit_pending(self, limit: int = 500) -> int:
         """Submit every queued run that has an executor; returns how many were submitted."""
-        pending = await self._store.list_runs(statuses=(RunStatus.QUEUED,), dispatched_only=True, limit=limit)
+        pending = await self._store.list_runs(
+            statuses=(RunStatus.QUEUED,), dispatched_only=True, unclaimed_only=True, limit=limit
+        )
         submitted = 0
         for run in pending:
             if run.executor != self._executor.kind:
@@ -231,7 +263,7 @@ class Dispatcher:
         payload: dict[str, Any] = {"phase": status.phase.value, **status.details}
         if status.message:
             payload["message"] = status.message
-        await self._store.update_run(
+        updated = await self._store.update_run(
             run_id,
             RunUpdate(
                 status=target,
@@ -258,6 +290,8 @@ class Dispatcher:
                 )
             ],
         )
+        if updated is not None and self.on_change is not None:
+            await self.on_change(updated)
 
     async def refresh(self, run: Run) -> WorkflowStatus | None:
         """Ask the executor for a run's workflow status and record it."""

@@ -3,30 +3,29 @@ the plan needs no approval, their tasks built from it, all recorded in one trans
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from facteur.clock import Clock, Ids
 from facteur.domain.approvals import approval_need
 from facteur.domain.events import NewEvent
-from facteur.domain.ideas import IdeaSource, IdeaState
-from facteur.domain.lifecycle import transition
+from facteur.domain.ideas import Idea, IdeaSource, IdeaState
 from facteur.domain.plans import Plan, parse_plan, plan_from_json, plan_to_json, render_plan
-from facteur.domain.tasks import TaskState
 from facteur.errors import Conflict
+from facteur.orchestrator.decisions import Draft, receive_plan
 from facteur.orchestrator.intent import intent_message
 from facteur.settings import ApprovalSettings
 from facteur.store.port import (
-    ApprovalDraft,
+    IdeaChange,
     IdeaCreation,
     IdeaDetail,
     IdeaDraft,
     PlanVersionDraft,
     Store,
-    TaskSpec,
 )
+from facteur.store.rows import new_idea
 
 ACTOR = "orchestrator"
 
@@ -67,6 +66,8 @@ class Ideas:
         self._ids = ids
         self._approvals = approvals
         self._intent_topic = intent_topic
+        #: told about each idea created (the lifecycle driver plans it or wakes the scheduler)
+        self.on_created: Callable[[Idea], Awaitable[None]] | None = None
 
     async def submit(self, submission: Submission) -> Submitted:
         """Record the idea; raise :class:`facteur.domain.plans.InvalidPlan` for a bad plan."""
@@ -85,64 +86,52 @@ class Ideas:
             "budget": dict(submission.budget) if submission.budget else None,
             **submission.extra,
         }
-        events = [
-            NewEvent(
-                kind="idea.registered",
-                actor=ACTOR,
-                payload={
-                    "source": submission.source.value,
-                    "title": submission.title,
-                    "by": submission.initiator,
-                },
-                idea_id=idea_id,
-            )
-        ]
-        state = IdeaState.REGISTERED
-        approval: ApprovalDraft | None = None
-        tasks: list[TaskSpec] = []
-        plan_draft: PlanVersionDraft | None = None
+        registered = NewEvent(
+            kind="idea.registered",
+            actor=ACTOR,
+            payload={
+                "source": submission.source.value,
+                "title": submission.title,
+                "by": submission.initiator,
+            },
+            idea_id=idea_id,
+        )
+        draft_idea = IdeaDraft(
+            id=idea_id,
+            source=submission.source,
+            source_ref=source_ref,
+            repository=submission.repository,
+            title=submission.title,
+            initiator=submission.initiator,
+            priority=submission.priority,
+            spec=spec,
+        )
+        change = IdeaChange()
         if plan is not None:
-            document = plan_to_json(plan)
             markdown = submission.plan_markdown or render_plan(plan)
-            plan_draft = PlanVersionDraft(source="api", markdown=markdown, document=document)
-            state = self._move(events, idea_id, state, IdeaState.PLAN_READY, "plan_provided")
-            need = approval_need(
-                repository=submission.repository,
-                risk_labels=submission.risk_labels,
-                required=self._approvals.required,
-                repositories=self._approvals.repositories,
-                high_risk_labels=self._approvals.high_risk_labels,
+            # the gate decided as for any plan version, on the idea as it will be created
+            draft = Draft(
+                IdeaDetail(
+                    idea=new_idea(draft_idea, now), spec=spec, plans=[], tasks=[], runs=[], approvals=[]
+                ),
+                actor=ACTOR,
+                now=now,
             )
-            if need.required:
-                state = self._move(events, idea_id, state, IdeaState.AWAITING_APPROVAL, "approval_requested")
-                events.append(
-                    NewEvent(
-                        kind="approval.requested",
-                        actor=ACTOR,
-                        payload={"plan_version": 1, "reason": need.reason},
-                        idea_id=idea_id,
-                    )
-                )
-            else:
-                approval = ApprovalDraft(
-                    id=self._ids.new_id(),
-                    plan_version=1,
-                    decision="automatic",
-                    decided_by=ACTOR,
-                    reason=need.reason,
-                )
-                events.append(
-                    NewEvent(
-                        kind="approval.automatic",
-                        actor=ACTOR,
-                        payload={"plan_version": 1, "reason": need.reason},
-                        idea_id=idea_id,
-                    )
-                )
-                state = self._move(
-                    events, idea_id, state, IdeaState.AWAITING_DEPENDENCIES, "approval_not_required"
-                )
-                tasks = self._tasks(plan)
+            change = receive_plan(
+                draft,
+                version=1,
+                plan=plan,
+                need=approval_need(
+                    repository=submission.repository,
+                    risk_labels=submission.risk_labels,
+                    required=self._approvals.required,
+                    repositories=self._approvals.repositories,
+                    high_risk_labels=self._approvals.high_risk_labels,
+                ),
+                new_id=self._ids.new_id,
+                stored=PlanVersionDraft(source="api", markdown=markdown, document=plan_to_json(plan)),
+            )
+        state = change.state or IdeaState.REGISTERED
         intent = intent_message(
             self._intent_topic,
             idea_id,
@@ -157,22 +146,12 @@ class Ideas:
         try:
             idea = await self._store.create_idea(
                 IdeaCreation(
-                    idea=IdeaDraft(
-                        id=idea_id,
-                        source=submission.source,
-                        source_ref=source_ref,
-                        repository=submission.repository,
-                        title=submission.title,
-                        initiator=submission.initiator,
-                        priority=submission.priority,
-                        spec=spec,
-                        state=state,
-                    ),
+                    idea=dataclasses.replace(draft_idea, state=state),
                     at=now,
-                    plan=plan_draft,
-                    approval=approval,
-                    tasks=tasks,
-                    events=events,
+                    plan=change.plan,
+                    approval=change.approval,
+                    tasks=change.new_tasks,
+                    events=[registered, *change.events],
                     messages=[intent],
                 )
             )
@@ -181,39 +160,9 @@ class Ideas:
             if known is None:  # pragma: no cover - the conflicting idea is committed
                 raise
             return Submitted(await self._store.idea_detail(known.id), created=False)
+        if self.on_created is not None:
+            await self.on_created(idea)
         return Submitted(await self._store.idea_detail(idea.id), created=True)
-
-    def _move(
-        self,
-        events: list[NewEvent],
-        idea_id: uuid.UUID,
-        current: IdeaState,
-        target: IdeaState,
-        trigger: str,
-    ) -> IdeaState:
-        """Check the move against the idea table and record it, with the states the table says it skips."""
-        move = transition("idea", current, target, trigger)
-        payload: dict[str, Any] = {"from": current.value, "to": move.target.value, "trigger": move.trigger}
-        if move.skips:
-            payload["skipped"] = [state.value for state in move.skips]
-        events.append(NewEvent(kind="idea.transition", actor=ACTOR, payload=payload, idea_id=idea_id))
-        return move.target
-
-    def _tasks(self, plan: Plan) -> list[TaskSpec]:
-        return [
-            TaskSpec(
-                id=self._ids.new_id(),
-                key=task.key,
-                title=task.title,
-                description=task.description,
-                depends_on=tuple(task.depends_on),
-                acceptance_criteria=tuple(task.acceptance_criteria),
-                paths=tuple(task.paths),
-                heavy=task.heavy,
-                state=TaskState.PENDING if task.depends_on else TaskState.READY,
-            )
-            for task in plan.tasks
-        ]
 
 
 def _plan(submission: Submission) -> Plan | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from facteur.clock import Clock
 from facteur.domain.events import NewEvent
 from facteur.domain.plans import InvalidPlan, parse_plan, plan_to_json
 from facteur.domain.run_reports import Outcome, ReportType, RunReportEvent
-from facteur.domain.runs import RunStatus
+from facteur.domain.runs import Run, RunStatus
 from facteur.orchestrator.dispatch import execution_message
 from facteur.store.port import IngestEffects, PlanVersionDraft, ReportOutcome, RunReport, Store
 
@@ -33,6 +34,10 @@ class RunReports:
         self._store = store
         self._clock = clock
         self._topic = execution_topic
+        #: told after a report changed a run's status (the lifecycle driver's ``run_changed``)
+        self.on_change: Callable[[Run], Awaitable[None]] | None = None
+        #: told after a report brought a valid plan, stored as a version (the driver's ``plan_received``)
+        self.on_plan: Callable[[uuid.UUID, int], Awaitable[None]] | None = None
 
     async def receive(self, run_id: uuid.UUID, event: RunReportEvent) -> ReportAnswer:
         """Apply one event; raise :class:`facteur.errors.NotFound` for an unknown run."""
@@ -92,6 +97,12 @@ class RunReports:
                 **_changes(event),
             )
         )
+        outcome = result.outcome
+        if outcome is not None:
+            if outcome.plan_version is not None and self.on_plan is not None:
+                await self.on_plan(outcome.run.idea_id, outcome.plan_version)
+            if outcome.status_changed and self.on_change is not None:
+                await self.on_change(outcome.run)
         body = {**result.response, "duplicate": result.duplicate}
         status = 422 if "problems" in result.response else 202
         logger.info(

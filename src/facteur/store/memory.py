@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import GENESIS_HASH, Event, NewEvent, seal
-from facteur.domain.ideas import Idea, IdeaSource
+from facteur.domain.ideas import Idea, IdeaSource, IdeaState
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task, TaskState
@@ -26,10 +26,17 @@ from facteur.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from facteur.store.migrate import head_revision
 from facteur.store.port import (
     REPORT_SOURCE,
+    ActiveRuns,
     Approval,
+    ClaimCandidate,
+    ClaimedRun,
+    ClaimRequest,
+    ClaimResult,
     Delivery,
     DeliveryIds,
     DeliveryResult,
+    Dependency,
+    IdeaChange,
     IdeaCreation,
     IdeaDetail,
     IdeaDraft,
@@ -37,6 +44,7 @@ from facteur.store.port import (
     Ingest,
     IngestIds,
     IngestResult,
+    NewRun,
     OutboxBacklog,
     OutboxEntry,
     PlanVersion,
@@ -44,12 +52,13 @@ from facteur.store.port import (
     ReportResult,
     RunReport,
     RunUpdate,
+    TaskChange,
     TaskView,
     outbox_key,
     report_delivery_id,
 )
 from facteur.store.reports import report_changes
-from facteur.store.rows import new_idea
+from facteur.store.rows import new_idea, new_run
 
 T = TypeVar("T")
 
@@ -199,13 +208,20 @@ class MemoryStore:
         return _found(self.runs.get(run_id), "run", run_id)
 
     async def list_runs(
-        self, *, statuses: Collection[RunStatus] = (), dispatched_only: bool = False, limit: int = 100
+        self,
+        *,
+        statuses: Collection[RunStatus] = (),
+        dispatched_only: bool = False,
+        unclaimed_only: bool = False,
+        limit: int = 100,
     ) -> list[Run]:
         self._check()
         selected = [
             run
             for run in self.runs.values()
-            if (not statuses or run.status in statuses) and (not dispatched_only or run.executor is not None)
+            if (not statuses or run.status in statuses)
+            and (not dispatched_only or run.executor is not None)
+            and (not unclaimed_only or self.tasks[run.task_id].claimed_by is None)
         ]
         selected.sort(key=lambda run: (run.created_at, run.id))
         return selected[:limit]
@@ -226,12 +242,7 @@ class MemoryStore:
         run = _found(self.runs.get(run_id), "run", run_id)
         if update.expected and run.status not in update.expected:
             return None
-        changes: dict[str, Any] = {"status": update.status}
-        for name in ("workflow_name", "namespace", "submitted_at", "finished_at", "detail"):
-            value = getattr(update, name)
-            if value is not None:
-                changes[name] = value
-        run = dataclasses.replace(run, **changes)
+        run = _updated_run(run, update)
         self.runs[run_id] = run
         if event is not None:
             self._append(event)
@@ -293,6 +304,7 @@ class MemoryStore:
                 heavy=spec.heavy,
                 plan_version=plan_version,
                 position=position,
+                priority=draft.priority,
             )
             self.dependencies[spec.id] = [id_of[key] for key in spec.depends_on]
         for event in creation.events:
@@ -387,6 +399,244 @@ class MemoryStore:
         self._enqueue(effects.messages, report.received_at)
         return ReportResult(False, response, outcome, len(effects.messages))
 
+    async def change_idea(self, idea_id: uuid.UUID, decide: Callable[[IdeaDetail], IdeaChange]) -> IdeaChange:
+        self._check()
+        detail = await self.idea_detail(idea_id)
+        change = decide(detail)
+        _check_keys(change.messages)
+        if change.empty:
+            return change
+        now = self._clock.now()
+        idea = detail.idea
+        version = len(detail.plans) + 1
+        if change.plan is not None:
+            self.plans.setdefault(idea_id, []).append(
+                PlanVersion(
+                    idea_id=idea_id,
+                    version=version,
+                    source=change.plan.source,
+                    markdown=change.plan.markdown,
+                    document=json.loads(json.dumps(dict(change.plan.document))),
+                    created_at=now,
+                )
+            )
+        updates: dict[str, Any] = {"updated_at": now}
+        if change.state is not None:
+            updates["state"] = change.state
+        if change.paused is not None:
+            updates["paused"] = change.paused
+        if change.plan_version is not None:
+            updates["plan_version"] = change.plan_version
+        self.ideas[idea_id] = dataclasses.replace(idea, **updates)
+        if change.approval is not None:
+            a = change.approval
+            self.approvals.append(
+                Approval(
+                    id=a.id,
+                    idea_id=idea_id,
+                    plan_version=a.plan_version,
+                    decision=a.decision,
+                    decided_by=a.decided_by,
+                    reason=a.reason,
+                    created_at=now,
+                )
+            )
+        plan_version = change.plan_version or idea.plan_version
+        id_of = {view.task.key: view.task.id for view in detail.tasks}
+        id_of.update({spec.key: spec.id for spec in change.new_tasks})
+        for position, spec in enumerate(change.new_tasks):
+            self.tasks[spec.id] = Task(
+                id=spec.id,
+                idea_id=idea_id,
+                key=spec.key,
+                title=spec.title,
+                stage=spec.stage.value,
+                state=spec.state,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+                description=spec.description,
+                acceptance_criteria=spec.acceptance_criteria,
+                paths=spec.paths,
+                heavy=spec.heavy,
+                plan_version=plan_version if spec.stage is Stage.IMPLEMENTATION else None,
+                position=position,
+                priority=idea.priority,
+            )
+            self.dependencies[spec.id] = [id_of[key] for key in spec.depends_on]
+        for task_change in change.tasks:
+            self._change_task(task_change, now)
+        for draft in change.runs:
+            self._add_run(idea_id, draft, now)
+        for run_id, update in change.run_updates:
+            run = self.runs[run_id]
+            if update.expected and run.status not in update.expected:
+                continue
+            self.runs[run_id] = _updated_run(run, update)
+        for event in change.events:
+            self._append(event, now)
+        self._enqueue(change.messages, now)
+        return change
+
+    def _change_task(self, change: TaskChange, now: datetime) -> None:
+        task = self.tasks[change.task_id]
+        self.tasks[task.id] = dataclasses.replace(
+            task,
+            state=change.state,
+            attempts=task.attempts if change.attempts is None else change.attempts,
+            not_before=change.not_before,
+            claimed_by=change.claimed_by,
+            claim_expires_at=change.claim_expires_at,
+            updated_at=now,
+        )
+
+    def _add_run(self, idea_id: uuid.UUID, new: NewRun, now: datetime) -> Run:
+        run = new_run(new, idea_id, now)
+        self.runs[run.id] = run
+        self.payloads[run.id] = (new.event_body, new.raw_event)
+        return run
+
+    async def active_runs(self) -> ActiveRuns:
+        self._check()
+        active = ActiveRuns()
+        for task in self.tasks.values():
+            if task.state in _ACTIVE and task.plan_version is not None:
+                active = active.plus(self.ideas[task.idea_id].repository, task.heavy)
+        return active
+
+    async def claim_tasks(self, request: ClaimRequest) -> ClaimResult:
+        self._check()
+        active = await self.active_runs()
+        ready = sorted(
+            (
+                task
+                for task in self.tasks.values()
+                if task.state is TaskState.READY
+                and not self.ideas[task.idea_id].paused
+                and self.ideas[task.idea_id].state in _SCHEDULED
+            ),
+            key=lambda task: (task.priority, task.created_at, task.position or 0, task.id),
+        )
+        claimed: list[ClaimedRun] = []
+        saturated = False
+        for task in ready:
+            if task.not_before is not None and task.not_before > request.now:
+                continue
+            idea = self.ideas[task.idea_id]
+            if active.total >= request.limits.max_concurrent:
+                saturated = True
+                break
+            if not active.admits(idea.repository, task.heavy, request.limits):
+                saturated = True
+                continue
+            candidate = ClaimCandidate(
+                task=task,
+                idea=idea,
+                dependencies=self._dependencies(task),
+                plan_markdown=self._plan_markdown(idea),
+            )
+            outcome = request.build(candidate)
+            _check_keys(outcome.messages)
+            self._change_task(
+                TaskChange(
+                    task_id=task.id,
+                    state=TaskState.QUEUED,
+                    attempts=task.attempts + 1,
+                    claimed_by=request.holder,
+                    claim_expires_at=request.until,
+                ),
+                request.now,
+            )
+            run = self._add_run(idea.id, outcome.run, request.now)
+            if outcome.idea_state is not None:
+                self.ideas[idea.id] = dataclasses.replace(
+                    idea, state=outcome.idea_state, updated_at=request.now
+                )
+            for event in outcome.events:
+                self._append(event, request.now)
+            self._enqueue(outcome.messages, request.now)
+            claimed.append(
+                ClaimedRun(run=run, event_body=outcome.run.event_body, raw_event=outcome.run.raw_event)
+            )
+            active = active.plus(idea.repository, task.heavy)
+        return ClaimResult(claimed=claimed, saturated=saturated)
+
+    def _dependencies(self, task: Task) -> tuple[Dependency, ...]:
+        found = []
+        for dep_id in self.dependencies.get(task.id, []):
+            dep = self.tasks[dep_id]
+            last = max(
+                (r for r in self.runs.values() if r.task_id == dep_id and r.status is RunStatus.SUCCEEDED),
+                key=lambda r: (r.created_at, r.attempt),
+                default=None,
+            )
+            found.append(
+                Dependency(
+                    key=dep.key,
+                    title=dep.title,
+                    state=dep.state,
+                    branch=None if last is None else last.branch,
+                    summary=None if last is None else last.summary,
+                )
+            )
+        return tuple(sorted(found, key=lambda d: d.key))
+
+    def _plan_markdown(self, idea: Idea) -> str | None:
+        for plan in self.plans.get(idea.id, []):
+            if plan.version == idea.plan_version:
+                return plan.markdown
+        return None
+
+    async def stale_claims(self, holder: str, *, now: datetime, until: datetime, limit: int) -> list[Run]:
+        self._check()
+        taken: list[Run] = []
+        for run in sorted(self.runs.values(), key=lambda r: (r.created_at, r.id)):
+            task = self.tasks[run.task_id]
+            if (
+                run.status is RunStatus.QUEUED
+                and run.executor is not None
+                and task.state is TaskState.QUEUED
+                and task.claim_expires_at is not None
+                and task.claim_expires_at <= now
+            ):
+                self.tasks[task.id] = dataclasses.replace(task, claimed_by=holder, claim_expires_at=until)
+                taken.append(run)
+                if len(taken) >= limit:
+                    break
+        return taken
+
+    async def unsettled_runs(self, limit: int) -> list[Run]:
+        self._check()
+        latest: dict[uuid.UUID, Run] = {}
+        for run in self.runs.values():
+            if run.task_id not in latest or (run.created_at, run.attempt) > (
+                latest[run.task_id].created_at,
+                latest[run.task_id].attempt,
+            ):
+                latest[run.task_id] = run
+        found = []
+        for task_id, run in latest.items():
+            task = self.tasks[task_id]
+            if not run.status.terminal:
+                continue
+            if (task.plan_version is not None and task.state in _ACTIVE) or (
+                task.stage == Stage.PLANNING.value
+                and self.ideas[task.idea_id].state is IdeaState.PLANNING
+                and task.state in _ACTIVE
+            ):
+                found.append(run)
+        found.sort(key=lambda r: (r.created_at, r.id))
+        return found[:limit]
+
+    async def ideas_to_plan(self, limit: int) -> list[uuid.UUID]:
+        self._check()
+        with_tasks = {task.idea_id for task in self.tasks.values()}
+        found = sorted(
+            (i for i in self.ideas.values() if i.state is IdeaState.REGISTERED and i.id not in with_tasks),
+            key=lambda i: (i.created_at, i.id),
+        )
+        return [i.id for i in found[:limit]]
+
     def on_outbox_write(self, listener: Callable[[], None] | None) -> None:
         self._outbox_listener = listener
 
@@ -467,6 +717,20 @@ class MemoryStore:
         sealed = seal(new, seq=len(self.events) + 1, prev_hash=prev_hash, created_at=at or self._clock.now())
         self.events.append(sealed)
         return sealed
+
+
+_ACTIVE = frozenset({TaskState.QUEUED, TaskState.RUNNING})
+#: the idea states whose ready tasks the scheduler dispatches
+_SCHEDULED = frozenset({IdeaState.AWAITING_DEPENDENCIES, IdeaState.RUNNING_TASKS})
+
+
+def _updated_run(run: Run, update: RunUpdate) -> Run:
+    changes: dict[str, Any] = {"status": update.status}
+    for name in ("workflow_name", "namespace", "submitted_at", "finished_at", "detail"):
+        value = getattr(update, name)
+        if value is not None:
+            changes[name] = value
+    return dataclasses.replace(run, **changes)
 
 
 def _check_keys(messages: Sequence[Message]) -> None:

@@ -181,6 +181,7 @@ class TaskSpec:
     paths: tuple[str, ...]
     heavy: bool
     state: TaskState
+    stage: Stage = Stage.IMPLEMENTATION
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,6 +296,160 @@ class ReportResult:
     messages: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskChange:
+    """A task's new state; the back-off time and claim are set as given (None clears them)."""
+
+    task_id: uuid.UUID
+    state: TaskState
+    #: None keeps the count
+    attempts: int | None = None
+    not_before: datetime | None = None
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRun:
+    """A run to create for one of the idea's tasks (``queued``)."""
+
+    id: uuid.UUID
+    task_id: uuid.UUID
+    stage: Stage
+    delivery_id: str
+    executor: str | None
+    workflow_name: str | None
+    namespace: str | None
+    event_body: bytes
+    raw_event: bytes
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdeaChange:
+    """What the orchestrator decided about one idea, applied in one transaction (see
+    :meth:`Store.change_idea`)."""
+
+    state: IdeaState | None = None
+    paused: bool | None = None
+    #: the approved plan version (the one tasks are built from)
+    plan_version: int | None = None
+    #: a new version of the plan, stored as the next version number (``len(detail.plans) + 1``)
+    plan: PlanVersionDraft | None = None
+    approval: ApprovalDraft | None = None
+    #: tasks to create (built from ``plan_version``, or the idea's approved version)
+    new_tasks: Sequence[TaskSpec] = ()
+    tasks: Sequence[TaskChange] = ()
+    runs: Sequence[NewRun] = ()
+    run_updates: Sequence[tuple[uuid.UUID, RunUpdate]] = ()
+    events: Sequence[NewEvent] = ()
+    messages: Sequence[Message] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.state
+            or self.paused is not None
+            or self.plan_version is not None
+            or self.plan
+            or self.approval
+            or self.new_tasks
+            or self.tasks
+            or self.runs
+            or self.run_updates
+            or self.events
+            or self.messages
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimLimits:
+    max_concurrent: int
+    max_per_repository: int
+    max_heavy: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActiveRuns:
+    """Claimed or running plan tasks, counted against the scheduler's limits."""
+
+    total: int = 0
+    by_repository: Mapping[str, int] = field(default_factory=dict)
+    heavy: int = 0
+
+    def admits(self, repository: str, heavy: bool, limits: ClaimLimits) -> bool:
+        return (
+            self.total < limits.max_concurrent
+            and self.by_repository.get(repository, 0) < limits.max_per_repository
+            and (not heavy or self.heavy < limits.max_heavy)
+        )
+
+    def plus(self, repository: str, heavy: bool) -> ActiveRuns:
+        by_repository = dict(self.by_repository)
+        by_repository[repository] = by_repository.get(repository, 0) + 1
+        return ActiveRuns(total=self.total + 1, by_repository=by_repository, heavy=self.heavy + int(heavy))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dependency:
+    key: str
+    title: str
+    state: TaskState
+    #: from its last succeeded run
+    branch: str | None
+    summary: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimCandidate:
+    """A ready task the scheduler may dispatch, with what its run's event needs."""
+
+    task: Task
+    #: the idea as this pass has left it (its state moves with the first claim)
+    idea: Idea
+    dependencies: tuple[Dependency, ...]
+    #: the approved plan (markdown), None when the idea has none
+    plan_markdown: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """What claiming one task writes: the run, the idea's move (when its first task starts), events and
+    messages."""
+
+    run: NewRun
+    idea_state: IdeaState | None = None
+    events: Sequence[NewEvent] = ()
+    messages: Sequence[Message] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRequest:
+    """One scheduling pass: claim ready tasks of unpaused ideas (priority, then oldest task first, then plan
+    order) whose back-off is over, within the limits, for ``holder`` until ``until``."""
+
+    holder: str
+    now: datetime
+    until: datetime
+    limits: ClaimLimits
+    #: called inside the transaction for each task admitted
+    build: Callable[[ClaimCandidate], Claimed]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedRun:
+    run: Run
+    event_body: bytes
+    raw_event: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimResult:
+    claimed: list[ClaimedRun]
+    #: a limit held back a ready task: the pass left work behind
+    saturated: bool
+
+
 REPORT_SOURCE = "run_event"
 
 
@@ -359,9 +514,15 @@ class Store(Protocol):
     async def get_run(self, run_id: uuid.UUID) -> Run: ...
 
     async def list_runs(
-        self, *, statuses: Collection[RunStatus] = (), dispatched_only: bool = False, limit: int = 100
+        self,
+        *,
+        statuses: Collection[RunStatus] = (),
+        dispatched_only: bool = False,
+        unclaimed_only: bool = False,
+        limit: int = 100,
     ) -> list[Run]:
-        """Runs, oldest first; ``dispatched_only`` keeps runs that have an executor."""
+        """Runs, oldest first; ``dispatched_only`` keeps runs that have an executor, ``unclaimed_only`` the
+        runs of tasks no scheduler claimed (scheduled runs are resubmitted by :meth:`stale_claims`)."""
         ...
 
     async def run_payload(self, run_id: uuid.UUID) -> tuple[bytes, bytes]:
@@ -394,6 +555,35 @@ class Store(Protocol):
 
     async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
         """Every version of the idea's plan, oldest first."""
+        ...
+
+    async def change_idea(self, idea_id: uuid.UUID, decide: Callable[[IdeaDetail], IdeaChange]) -> IdeaChange:
+        """Read the idea (locked against other writers), call ``decide`` inside the transaction and apply
+        what it returns; an exception from ``decide`` writes nothing. Raise :class:`NotFound` for an
+        unknown idea."""
+        ...
+
+    async def claim_tasks(self, request: ClaimRequest) -> ClaimResult:
+        """One scheduling pass (serialised across replicas; on PostgreSQL tasks are taken with
+        ``FOR UPDATE SKIP LOCKED``)."""
+        ...
+
+    async def active_runs(self) -> ActiveRuns:
+        """What counts against the scheduler's limits now."""
+        ...
+
+    async def stale_claims(self, holder: str, *, now: datetime, until: datetime, limit: int) -> list[Run]:
+        """Take over claimed tasks whose claim expired before their run was submitted: the claims become
+        ``holder``'s until ``until``; returns their queued runs."""
+        ...
+
+    async def unsettled_runs(self, limit: int) -> list[Run]:
+        """Finished runs whose plan task still counts as queued or running (the reaction to their end was
+        lost), and the latest run of ideas still planning when it finished."""
+        ...
+
+    async def ideas_to_plan(self, limit: int) -> list[uuid.UUID]:
+        """Registered ideas with no task yet: their planning run is still to be created."""
         ...
 
     async def report_run(self, report: RunReport) -> ReportResult:

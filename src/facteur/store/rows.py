@@ -12,7 +12,9 @@ from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task, TaskState
 
 if TYPE_CHECKING:
-    from facteur.store.port import IdeaDraft
+    import uuid
+
+    from facteur.store.port import IdeaDraft, NewRun
 
 
 def idea_from_row(row: Any) -> Idea:
@@ -71,6 +73,9 @@ def task_from_row(row: Any) -> Task:
         plan_version=row.plan_version,
         position=row.position,
         not_before=row.not_before,
+        claimed_by=row.claimed_by,
+        claim_expires_at=row.claim_expires_at,
+        priority=row.priority,
     )
 
 
@@ -99,6 +104,26 @@ def run_from_row(row: Any) -> Run:
         artifacts=row.artifacts,
         pull_request=row.pull_request,
         branch=row.branch,
+    )
+
+
+def new_run(new: NewRun, idea_id: uuid.UUID, at: datetime) -> Run:
+    """The run a :class:`NewRun` becomes when it is created at ``at`` (``queued``)."""
+    return Run(
+        id=new.id,
+        idea_id=idea_id,
+        task_id=new.task_id,
+        stage=new.stage,
+        delivery_id=new.delivery_id,
+        status=RunStatus.QUEUED,
+        executor=new.executor,
+        workflow_name=new.workflow_name,
+        namespace=new.namespace,
+        created_at=at,
+        submitted_at=None,
+        finished_at=None,
+        detail=None,
+        attempt=new.attempt,
     )
 
 

@@ -33,10 +33,21 @@ from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task
 from facteur.errors import NotFound, StoreError, StoreUnavailable
 from facteur.store import migrate
+from facteur.store.orchestration import (
+    Orchestration,
+    read_active,
+    read_detail,
+    read_ideas_to_plan,
+    read_plans,
+    read_unsettled,
+)
 from facteur.store.port import (
-    Approval,
+    ActiveRuns,
+    ClaimRequest,
+    ClaimResult,
     Delivery,
     DeliveryResult,
+    IdeaChange,
     IdeaCreation,
     IdeaDetail,
     IdeaFilter,
@@ -48,10 +59,9 @@ from facteur.store.port import (
     ReportResult,
     RunReport,
     RunUpdate,
-    TaskView,
 )
 from facteur.store.rows import event_from_row, idea_from_row, run_from_row, task_from_row
-from facteur.store.tables import approvals, event_chain, events, ideas, plans, runs, task_dependencies, tasks
+from facteur.store.tables import event_chain, events, ideas, runs, tasks
 from facteur.store.writer import BatchWriter, SetOperation
 from facteur.store.writes import ChainHooks, Writes, find_delivery
 
@@ -90,6 +100,11 @@ class SqlStore:
         self._create_idea = self._writes.create_idea
         self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
         self._append_event = self._writes.append_event
+        self._orchestration = Orchestration(
+            now=clock.now, append=self._writes.append_events, enqueue=self._writes.enqueue
+        )
+        self._change_idea = self._orchestration.change_idea
+        self._claim_tasks = self._orchestration.claim_tasks
         #: every write goes through one writer thread that commits in batches (group commit)
         self._batch_writer = BatchWriter(
             writer,
@@ -102,6 +117,8 @@ class SqlStore:
                     self._update_run,
                     self._report_run,
                     self._create_idea,
+                    self._change_idea,
+                    self._claim_tasks,
                     self._append_event,
                 ],
             ),
@@ -255,13 +272,23 @@ class SqlStore:
         return run_from_row(await self._read(_get_one, runs, run_id, "run"))
 
     async def list_runs(
-        self, *, statuses: Collection[RunStatus] = (), dispatched_only: bool = False, limit: int = 100
+        self,
+        *,
+        statuses: Collection[RunStatus] = (),
+        dispatched_only: bool = False,
+        unclaimed_only: bool = False,
+        limit: int = 100,
     ) -> list[Run]:
         query = sa.select(runs).order_by(runs.c.created_at, runs.c.id).limit(limit)
         if statuses:
             query = query.where(runs.c.status.in_([s.value for s in statuses]))
         if dispatched_only:
             query = query.where(runs.c.executor.is_not(None))
+        if unclaimed_only:
+            claimed = sa.select(tasks.c.id).where(
+                tasks.c.id == runs.c.task_id, tasks.c.claimed_by.is_not(None)
+            )
+            query = query.where(~claimed.exists())
         rows = await self._read(lambda conn: conn.execute(query).all())
         return [run_from_row(row) for row in rows]
 
@@ -299,56 +326,32 @@ class SqlStore:
         return await self._read(read)
 
     async def idea_detail(self, idea_id: uuid.UUID) -> IdeaDetail:
-        def read(conn: sa.Connection) -> IdeaDetail:
-            row = _get_one(conn, ideas, idea_id, "idea")
-            task_rows = conn.execute(
-                sa.select(tasks)
-                .where(tasks.c.idea_id == idea_id)
-                .order_by(tasks.c.created_at, tasks.c.position, tasks.c.id)
-            ).all()
-            key_of = {r.id: r.key for r in task_rows}
-            depends: dict[uuid.UUID, list[str]] = {}
-            if task_rows:
-                edges = conn.execute(
-                    sa.select(task_dependencies).where(task_dependencies.c.task_id.in_(list(key_of)))
-                ).all()
-                for edge in edges:
-                    depends.setdefault(edge.task_id, []).append(key_of[edge.depends_on_task_id])
-            return IdeaDetail(
-                idea=idea_from_row(row),
-                spec=row.spec,
-                plans=_plans(conn, idea_id),
-                tasks=[
-                    TaskView(task=task_from_row(r), depends_on=tuple(sorted(depends.get(r.id, []))))
-                    for r in task_rows
-                ],
-                runs=[
-                    run_from_row(r)
-                    for r in conn.execute(
-                        sa.select(runs)
-                        .where(runs.c.idea_id == idea_id)
-                        .order_by(runs.c.created_at, runs.c.id)
-                    )
-                ],
-                approvals=[
-                    Approval(
-                        id=r.id,
-                        idea_id=r.idea_id,
-                        plan_version=r.plan_version,
-                        decision=r.decision,
-                        decided_by=r.decided_by,
-                        reason=r.reason,
-                        created_at=r.created_at,
-                    )
-                    for r in conn.execute(
-                        sa.select(approvals)
-                        .where(approvals.c.idea_id == idea_id)
-                        .order_by(approvals.c.created_at, approvals.c.id)
-                    )
-                ],
-            )
+        return await self._read(read_detail, idea_id)
 
-        return await self._read(read)
+    async def change_idea(self, idea_id: uuid.UUID, decide: Callable[[IdeaDetail], IdeaChange]) -> IdeaChange:
+        change: IdeaChange = await self._write(self._change_idea, idea_id, decide)
+        if change.messages:
+            self._outbox_written()
+        return change
+
+    async def claim_tasks(self, request: ClaimRequest) -> ClaimResult:
+        result: ClaimResult = await self._write(self._claim_tasks, request)
+        if result.claimed:
+            self._outbox_written()
+        return result
+
+    async def active_runs(self) -> ActiveRuns:
+        return await self._read(read_active)
+
+    async def stale_claims(self, holder: str, *, now: datetime, until: datetime, limit: int) -> list[Run]:
+        taken: list[Run] = await self._write(self._orchestration.stale_claims, holder, now, until, limit)
+        return taken
+
+    async def unsettled_runs(self, limit: int) -> list[Run]:
+        return await self._read(read_unsettled, limit)
+
+    async def ideas_to_plan(self, limit: int) -> list[uuid.UUID]:
+        return await self._read(read_ideas_to_plan, limit)
 
     async def list_ideas(self, query: IdeaFilter) -> list[Idea]:
         def read(conn: sa.Connection) -> list[Idea]:
@@ -371,7 +374,7 @@ class SqlStore:
         return await self._read(read)
 
     async def list_plans(self, idea_id: uuid.UUID) -> list[PlanVersion]:
-        return await self._read(_plans, idea_id)
+        return await self._read(read_plans, idea_id)
 
     async def report_run(self, report: RunReport) -> ReportResult:
         result: ReportResult = await self._write(self._report_run, report)
@@ -440,21 +443,6 @@ class SqlStore:
 
 
 _GET_BY_ID: dict[str, sa.Select[Any]] = {}
-
-
-def _plans(conn: sa.Connection, idea_id: uuid.UUID) -> list[PlanVersion]:
-    query = sa.select(plans).where(plans.c.idea_id == idea_id).order_by(plans.c.version)
-    return [
-        PlanVersion(
-            idea_id=row.idea_id,
-            version=row.version,
-            source=row.source,
-            markdown=row.markdown,
-            document=row.document,
-            created_at=row.created_at,
-        )
-        for row in conn.execute(query)
-    ]
 
 
 def _get_one(conn: sa.Connection, table: sa.Table, record_id: uuid.UUID, noun: str) -> Any:

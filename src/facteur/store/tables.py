@@ -71,9 +71,25 @@ tasks = sa.Table(
     #: the scheduler replica that claimed the task, and until when the claim holds
     sa.Column("claimed_by", sa.String(200)),
     sa.Column("claim_expires_at", UtcDateTime),
+    #: the idea's priority (0 highest), so that ready tasks are ordered by an index
+    sa.Column("priority", sa.SmallInteger, nullable=False, server_default=sa.text("2")),
     sa.UniqueConstraint("idea_id", "key"),
     sa.Index(None, "state", "updated_at"),
 )
+_READY = tasks.c.state == "ready"
+#: the scheduler's walk: ready tasks in dispatch order, without reading the others
+sa.Index(
+    "ix_tasks_ready",
+    tasks.c.priority,
+    tasks.c.created_at,
+    tasks.c.position,
+    tasks.c.id,
+    postgresql_where=_READY,
+    sqlite_where=_READY,
+)
+_ACTIVE = sa.and_(tasks.c.state.in_(["queued", "running"]), tasks.c.plan_version.is_not(None))
+#: what counts against the scheduler's limits
+sa.Index("ix_tasks_active", tasks.c.idea_id, postgresql_where=_ACTIVE, sqlite_where=_ACTIVE)
 
 task_dependencies = sa.Table(
     "task_dependencies",

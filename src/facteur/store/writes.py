@@ -513,6 +513,7 @@ class Writes:
                         "heavy": spec.heavy,
                         "plan_version": version,
                         "position": position,
+                        "priority": draft.priority,
                     }
                     for position, spec in enumerate(creation.tasks)
                 ],

@@ -14,6 +14,7 @@ import pytest
 
 from facteur.domain import codex_task
 from facteur.domain.events import verify_chain
+from facteur.domain.run_reports import run_token
 from facteur.domain.runs import RunStatus
 from facteur.domain.tasks import TaskState
 from facteur.executors.none import NoneExecutor
@@ -109,13 +110,18 @@ async def test_canary_is_recorded_and_submitted(
     assert event["stage"] == "planning"
     assert event["issueNumber"] == 999
     assert event["deliveryId"] == "dry-run-0001"
+    callback = event["facteur"].pop("callbackUrl"), event["facteur"].pop("callbackToken")
     assert event["facteur"] == {
         "runId": body["runId"],
         "ideaId": body["ideaId"],
         "taskId": body["taskId"],
         "stage": "planning",
         "workflowName": body["workflowName"],
+        "attempt": 1,
     }
+    # the run reports to this server with its own token
+    assert callback[0] == f"http://127.0.0.1:8080/api/v1/runs/{body['runId']}/events"
+    assert callback[1] == run_token(api.runtime.callback_secret, _uuid(body["runId"]))
 
     events = await store.list_events()
     assert [e.kind for e in events] == ["idea.registered", "codex_task.accepted", "run.submitted"]

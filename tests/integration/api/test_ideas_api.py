@@ -58,7 +58,8 @@ def spec(**changes: Any) -> dict[str, Any]:
 
 
 async def test_an_idea_with_a_plan_skips_planning_and_gets_its_tasks(database_url: str) -> None:
-    async with running_app(settings_for(database_url)) as running:
+    # the scheduler is off: the idea stays as submission left it
+    async with running_app(settings_for(database_url, FACTEUR_SCHEDULER__ENABLED="false")) as running:
         client = running.client
         response = await client.post(
             "/api/v1/ideas", json=spec(plan=render_plan(plan_from_json(PLAN_JSON))), headers=AUTH
@@ -84,9 +85,15 @@ async def test_an_idea_with_a_plan_skips_planning_and_gets_its_tasks(database_ur
         assert shown.status_code == 200 and shown.json() == idea
         events = (await client.get(f"/api/v1/ideas/{idea['id']}/events", headers=AUTH)).json()
         kinds = [e["kind"] for e in events["items"]]
-        assert kinds == ["idea.registered", "idea.transition", "approval.automatic", "idea.transition"]
-        assert events["items"][1]["payload"]["skipped"] == ["planning"]
-        assert events["items"][3]["payload"]["skipped"] == ["awaiting_approval"]
+        assert kinds == [
+            "idea.registered",
+            "plan.received",
+            "idea.transition",
+            "approval.automatic",
+            "idea.transition",
+        ]
+        assert events["items"][2]["payload"]["skipped"] == ["planning"]
+        assert events["items"][4]["payload"]["skipped"] == ["awaiting_approval"]
         assert verify_chain(await running.runtime.store.list_events()) is None
         intent = [
             e for e in await running.runtime.store.pending_outbox(10) if e.message.topic == "codex.intent"
@@ -111,7 +118,10 @@ async def test_high_risk_or_configured_approval_makes_the_plan_wait(sqlite_url: 
         response = await running.client.post("/api/v1/ideas", json=spec(plan_json=PLAN_JSON), headers=AUTH)
         assert response.json()["state"] == "awaiting_approval"
         plain = await running.client.post("/api/v1/ideas", json=spec(), headers=AUTH)
-        assert (plain.json()["state"], plain.json()["plan"]) == ("registered", None)
+        # no plan: a planning run is created and submitted at once
+        assert (plain.json()["state"], plain.json()["plan"]) == ("planning", None)
+        [planning] = plain.json()["runs"]
+        assert (planning["stage"], planning["status"]) == ("planning", "submitted")
 
 
 async def test_idempotency_key_listing_and_pages(sqlite_url: str) -> None:

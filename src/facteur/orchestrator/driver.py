@@ -1,0 +1,269 @@
+"""The lifecycle driver: applies the orchestrator's decisions (:mod:`facteur.orchestrator.decisions`) to
+the store when something happens to an idea — a run started or ended, a plan arrived, a person approved,
+paused, resumed, cancelled or retried — then does what the change asks of the outside world: stop
+workflows through the executor, submit planning runs, wake the scheduler.
+
+Every decision is one store transaction (:meth:`Store.change_idea`); a move the transition tables refuse
+raises :class:`IllegalTransition`, writes nothing and is recorded as a ``transition.refused`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from facteur.clock import Clock, Ids
+from facteur.domain.approvals import approval_need
+from facteur.domain.ideas import Idea, IdeaState
+from facteur.domain.lifecycle import IllegalTransition, refusal_event
+from facteur.domain.plans import parse_plan, plan_from_json, plan_to_json
+from facteur.domain.runs import Run, RunStatus
+from facteur.domain.tasks import Task
+from facteur.errors import ExecutorError, FacteurError
+from facteur.executors.port import WorkflowRef
+from facteur.orchestrator import decisions
+from facteur.orchestrator.decisions import Draft, RetryPolicy
+from facteur.orchestrator.dispatch import Dispatcher
+from facteur.orchestrator.run_bodies import RunBodies
+from facteur.settings import Settings
+from facteur.store.port import IdeaChange, IdeaDetail, PlanVersionDraft, Store
+
+logger = logging.getLogger(__name__)
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        ids: Ids,
+        settings: Settings,
+        bodies: RunBodies,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._ids = ids
+        self._settings = settings
+        self._bodies = bodies
+        scheduler = settings.scheduler
+        self.policy = RetryPolicy(
+            max_attempts=scheduler.max_attempts,
+            backoff_seconds=scheduler.retry_backoff_seconds,
+            max_backoff_seconds=scheduler.max_backoff_seconds,
+            on_exhausted=scheduler.on_exhausted,
+        )
+        #: told when tasks may have become ready or slots free (the scheduler's ``wake``)
+        self.wake: Callable[[], None] = lambda: None
+        #: told when a task's back-off ends (the scheduler's ``wake_at``)
+        self.wake_at: Callable[[datetime], None] = lambda _at: None
+
+    # --- reactions -----------------------------------------------------------------------------------------
+
+    async def run_changed(self, run: Run) -> None:
+        """A run's status changed (callback, executor, reconciler): move its task and idea."""
+        try:
+            await self._change(
+                run.idea_id,
+                lambda draft: decisions.settle_run(
+                    draft,
+                    run.id,
+                    policy=self.policy,
+                    pipeline=self._settings.pipeline_of(draft.idea.repository),
+                    planning_run=self._planning_run(draft),
+                ),
+                actor="orchestrator",
+                run_id=run.id,
+            )
+        except IllegalTransition as exc:
+            logger.warning("run change not applied: run=%s error=%s", run.id, exc)
+        except FacteurError as exc:
+            logger.warning("run change not applied, the reconciler will retry: run=%s error=%s", run.id, exc)
+
+    async def plan_received(self, idea_id: uuid.UUID, version: int) -> None:
+        """A planning run sent a valid plan (stored as ``version``): through the approval gate."""
+
+        def decide(draft: Draft) -> IdeaChange:
+            stored = next((p for p in draft.detail.plans if p.version == version), None)
+            if stored is None:
+                return draft.change()
+            return decisions.receive_plan(
+                draft,
+                version=version,
+                plan=plan_from_json(stored.document),
+                need=self._need(draft.detail),
+                new_id=self._ids.new_id,
+            )
+
+        try:
+            await self._change(idea_id, decide, actor="orchestrator")
+        except FacteurError as exc:
+            logger.warning("plan not applied: idea=%s version=%s error=%s", idea_id, version, exc)
+
+    async def submit_plan(
+        self, idea_id: uuid.UUID, *, markdown: str | None, document: Any, source: str
+    ) -> IdeaChange:
+        """A new plan version from a person (API) or a plan comment (intake); raises :class:`InvalidPlan`."""
+        plan = parse_plan(markdown) if markdown is not None else plan_from_json(document)
+        stored = PlanVersionDraft(source=source, markdown=markdown or "", document=plan_to_json(plan))
+        return await self._change(
+            idea_id,
+            lambda draft: decisions.receive_plan(
+                draft,
+                version=len(draft.detail.plans) + 1,
+                plan=plan,
+                need=self._need(draft.detail),
+                new_id=self._ids.new_id,
+                stored=stored,
+            ),
+            actor="orchestrator",
+        )
+
+    async def idea_created(self, idea: Idea) -> None:
+        """A new idea: plan it when it came without a plan, else let the scheduler look at its tasks."""
+        if idea.state is IdeaState.REGISTERED:
+            await self.start_planning(idea.id)
+        else:
+            self.wake()
+
+    async def start_planning(self, idea_id: uuid.UUID) -> None:
+        """Create and submit the planning run of a registered idea without a plan."""
+        task_id = self._ids.new_id()
+        try:
+            await self._change(
+                idea_id,
+                lambda draft: decisions.start_planning(
+                    draft, task_id=task_id, planning_run=self._planning_run(draft)
+                ),
+                actor="orchestrator",
+            )
+        except FacteurError as exc:
+            logger.warning("planning not started, the reconciler will retry: idea=%s error=%s", idea_id, exc)
+
+    # --- people's requests ---------------------------------------------------------------------------------
+
+    async def approve(
+        self, idea_id: uuid.UUID, *, approve: bool, version: int | None, by: str, reason: str | None
+    ) -> IdeaChange:
+        return await self._change(
+            idea_id,
+            lambda draft: decisions.decide_approval(
+                draft, approve=approve, version=version, by=by, reason=reason, new_id=self._ids.new_id
+            ),
+            actor=by,
+        )
+
+    async def pause(self, idea_id: uuid.UUID, *, by: str, reason: str | None) -> IdeaChange:
+        return await self._change(
+            idea_id, lambda draft: decisions.pause(draft, by=by, reason=reason, paused=True), actor=by
+        )
+
+    async def resume(self, idea_id: uuid.UUID, *, by: str, reason: str | None) -> IdeaChange:
+        return await self._change(
+            idea_id, lambda draft: decisions.pause(draft, by=by, reason=reason, paused=False), actor=by
+        )
+
+    async def cancel(self, idea_id: uuid.UUID, *, by: str, reason: str | None) -> IdeaChange:
+        return await self._change(
+            idea_id, lambda draft: decisions.cancel(draft, by=by, reason=reason), actor=by
+        )
+
+    async def retry_task(self, task_id: uuid.UUID, *, by: str) -> IdeaChange:
+        task = await self._store.get_task(task_id)
+        return await self._change(
+            task.idea_id, lambda draft: decisions.retry_task(draft, task_id, by=by), actor=by, task_id=task_id
+        )
+
+    async def cancel_task(self, task_id: uuid.UUID, *, by: str, reason: str | None) -> IdeaChange:
+        task = await self._store.get_task(task_id)
+        return await self._change(
+            task.idea_id,
+            lambda draft: decisions.cancel_task(
+                draft,
+                task_id,
+                by=by,
+                reason=reason,
+                pipeline=self._settings.pipeline_of(draft.idea.repository),
+            ),
+            actor=by,
+            task_id=task_id,
+        )
+
+    # --- applying ------------------------------------------------------------------------------------------
+
+    async def _change(
+        self,
+        idea_id: uuid.UUID,
+        decide: Callable[[Draft], IdeaChange],
+        *,
+        actor: str,
+        task_id: uuid.UUID | None = None,
+        run_id: uuid.UUID | None = None,
+    ) -> IdeaChange:
+        extra: dict[str, Any] = {}
+
+        def apply(detail: IdeaDetail) -> IdeaChange:
+            draft = Draft(detail, actor=actor, now=self._clock.now())
+            change = decide(draft)
+            extra.update(draft.extra)
+            return change
+
+        try:
+            change = await self._store.change_idea(idea_id, apply)
+        except IllegalTransition as exc:
+            await self._store.append_event(
+                refusal_event(exc, actor=actor, idea_id=idea_id, task_id=task_id, run_id=run_id)
+            )
+            raise
+        await self._after(change, extra)
+        return change
+
+    async def _after(self, change: IdeaChange, extra: dict[str, Any]) -> None:
+        """What a committed change asks of the executor and the scheduler."""
+        stopped = [run_id for run_id, update in change.run_updates if update.status is RunStatus.CANCELLED]
+        if stopped:
+            await asyncio.gather(*(self._stop(run_id) for run_id in stopped))
+        for new in change.runs:
+            await self._dispatcher.dispatch(new.id)
+        if extra.get("due") is not None:
+            self.wake_at(extra["due"])
+        if change.tasks or change.new_tasks or change.paused is False or stopped:
+            self.wake()
+
+    async def _stop(self, run_id: uuid.UUID) -> None:
+        run = await self._store.get_run(run_id)
+        await stop_workflow(self._dispatcher, run)
+
+    def _planning_run(self, draft: Draft) -> Callable[[Task, int], Any]:
+        return lambda task, attempt: self._bodies.planning(
+            draft.idea, draft.detail.spec, task, attempt, draft.now
+        )
+
+    def _need(self, detail: IdeaDetail) -> Any:
+        approvals = self._settings.approvals
+        return approval_need(
+            repository=detail.idea.repository,
+            risk_labels=tuple(detail.spec.get("risk_labels") or ()),
+            required=approvals.required,
+            repositories=approvals.repositories,
+            high_risk_labels=approvals.high_risk_labels,
+        )
+
+
+async def stop_workflow(dispatcher: Dispatcher, run: Run) -> None:
+    """Ask the run's executor to stop its workflow (a run never submitted has none)."""
+    executor = dispatcher.executor
+    if run.workflow_name is None or run.executor != executor.kind:
+        return
+    ref = WorkflowRef(executor.kind, run.namespace or executor.namespace, run.workflow_name)
+    try:
+        await executor.cancel(ref)
+        logger.info("workflow cancelled: run=%s workflow=%s", run.id, run.workflow_name)
+    except ExecutorError as exc:
+        logger.warning("workflow not cancelled: run=%s workflow=%s error=%s", run.id, run.workflow_name, exc)

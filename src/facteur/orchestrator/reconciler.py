@@ -1,0 +1,151 @@
+"""The reconciler: the slow sweep that repairs what the fast paths may miss.
+
+One replica at a time (the ``reconciler`` lease) and every ``scheduler.reconcile_seconds`` it:
+
+- asks the executor about runs in flight and records what it says: a workflow that failed or vanished
+  without a callback makes its run ``failed`` or ``lost``, and its task is retried;
+- marks stuck the running runs silent for ``scheduler.heartbeat_timeout_seconds`` (event ``run.stuck``,
+  metric ``facteur_runs_stuck_total``) and retries them (the run times out) or cancels them, per
+  ``scheduler.stuck_action``;
+- re-applies the end of runs whose reaction was lost (the process stopped between the two transactions);
+- starts planning for ideas registered without a plan whose planning run was never created;
+- takes over claims that expired before their run was submitted (a replica died) and submits those runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from facteur.clock import Clock
+from facteur.domain.events import NewEvent
+from facteur.domain.runs import Run, RunStatus
+from facteur.errors import FacteurError
+from facteur.orchestrator.dispatch import Dispatcher, execution_message
+from facteur.orchestrator.driver import Driver, stop_workflow
+from facteur.settings import SchedulerSettings
+from facteur.store.port import RunUpdate, Store
+
+logger = logging.getLogger(__name__)
+
+LEASE = "reconciler"
+ACTOR = "reconciler"
+#: runs looked at per sweep and kind
+BATCH = 500
+
+
+@dataclass
+class SweepResult:
+    refreshed: int = 0
+    stuck: int = 0
+    resettled: int = 0
+    planned: int = 0
+    taken_over: int = 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        dispatcher: Dispatcher,
+        driver: Driver,
+        clock: Clock,
+        settings: SchedulerSettings,
+        holder: str,
+        execution_topic: str,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._driver = driver
+        self._clock = clock
+        self._settings = settings
+        self._holder = holder
+        self._topic = execution_topic
+        #: runs this process found stuck (the ``facteur_runs_stuck_total`` counter)
+        self.stuck_total = 0
+        self.sweeps = 0
+
+    async def sweep(self) -> SweepResult | None:
+        """One sweep; None when another replica holds the lease."""
+        now = self._clock.now()
+        lease_until = now + timedelta(seconds=2 * self._settings.reconcile_seconds)
+        if not await self._store.acquire_lease(LEASE, self._holder, now=now, until=lease_until):
+            return None
+        self.sweeps += 1
+        result = SweepResult()
+        executor = self._dispatcher.executor
+        live = await self._store.list_runs(
+            statuses=(RunStatus.SUBMITTED, RunStatus.RUNNING), dispatched_only=True, limit=BATCH
+        )
+        for run in live:
+            if run.executor != executor.kind or executor.kind == "none":
+                continue
+            if run.status is RunStatus.RUNNING and self._silent(run, now):
+                await self._stuck(run, now)
+                result.stuck += 1
+                continue
+            try:
+                await self._dispatcher.refresh(run)
+                result.refreshed += 1
+            except FacteurError as exc:
+                logger.warning("run status not refreshed: run=%s error=%s", run.id, exc)
+        for run in await self._store.unsettled_runs(BATCH):
+            await self._driver.run_changed(run)
+            result.resettled += 1
+        for idea_id in await self._store.ideas_to_plan(BATCH):
+            await self._driver.start_planning(idea_id)
+            result.planned += 1
+        claim_until = now + timedelta(seconds=self._settings.claim_seconds)
+        for run in await self._store.stale_claims(self._holder, now=now, until=claim_until, limit=BATCH):
+            if await self._dispatcher.dispatch(run.id) is not None:
+                result.taken_over += 1
+        if result.stuck or result.resettled or result.planned or result.taken_over:
+            logger.info(
+                "reconciled: stuck=%s resettled=%s planned=%s taken_over=%s",
+                result.stuck,
+                result.resettled,
+                result.planned,
+                result.taken_over,
+            )
+        return result
+
+    def _silent(self, run: Run, now: datetime) -> bool:
+        last = run.heartbeat_at or run.started_at or run.submitted_at
+        return last is not None and (now - last).total_seconds() > self._settings.heartbeat_timeout_seconds
+
+    async def _stuck(self, run: Run, now: datetime) -> None:
+        last = run.heartbeat_at or run.started_at or run.submitted_at
+        self.stuck_total += 1
+        action = self._settings.stuck_action
+        silence = (now - last).total_seconds() if last else None
+        logger.warning("run stuck: run=%s silent_seconds=%s action=%s", run.id, silence, action)
+        stuck = NewEvent(
+            kind="run.stuck",
+            actor=ACTOR,
+            payload={"silent_seconds": silence, "action": action, "workflow": run.workflow_name},
+            idea_id=run.idea_id,
+            task_id=run.task_id,
+            run_id=run.id,
+        )
+        if action == "cancel":
+            await self._store.append_event(stuck)
+            await self._driver.cancel_task(run.task_id, by=ACTOR, reason="the run stopped sending heartbeats")
+            return
+        detail = f"no heartbeat for {silence:.0f} s" if silence is not None else "no heartbeat"
+        updated = await self._store.update_run(
+            run.id,
+            RunUpdate(
+                status=RunStatus.TIMED_OUT, expected=(RunStatus.RUNNING,), finished_at=now, detail=detail
+            ),
+            stuck,
+            [
+                execution_message(
+                    self._topic, run, kind="run.timed_out", status=RunStatus.TIMED_OUT, at=now, detail=detail
+                )
+            ],
+        )
+        if updated is not None:
+            await stop_workflow(self._dispatcher, updated)
+            await self._driver.run_changed(updated)
