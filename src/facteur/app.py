@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from facteur import __version__
-from facteur.api import codex_tasks, errors, health, ideas, runs, webhooks
+from facteur.api import codex_tasks, control, errors, health, ideas, runs, webhooks
 from facteur.runtime import Runtime, build_runtime
 from facteur.settings import Settings
 
@@ -47,6 +47,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(ideas.router)
+    app.include_router(control.router)
     app.router.routes.append(codex_tasks.route)
     app.router.routes.append(webhooks.route)
     app.router.routes.append(runs.route)

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from facteur.errors import FacteurError, ForgeError, InvalidInput, NotFound, StoreUnavailable
+from facteur.domain.lifecycle import IllegalTransition
+from facteur.errors import Conflict, FacteurError, ForgeError, InvalidInput, NotFound, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return error_response(404, "not found", exc.message)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return error_response(409, "conflict", exc.message)
+
+    @app.exception_handler(IllegalTransition)
+    async def _illegal(_request: Request, exc: IllegalTransition) -> JSONResponse:
+        return error_response(409, "conflict", exc.message)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:

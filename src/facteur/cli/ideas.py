@@ -1,5 +1,6 @@
-"""``facteur idea submit|list|show|events``: the REST API v1 from the command line, against a running
-server (``--url`` or ``FACTEUR_URL``, token from ``--token`` or ``FACTEUR_API_TOKEN``)."""
+"""``facteur idea submit|list|show|events|pause|resume|cancel|approve|plan``: the REST API v1 from the
+command line, against a running server (``--url`` or ``FACTEUR_URL``, token from ``--token`` or
+``FACTEUR_API_TOKEN``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ transport: httpx.BaseTransport | None = None
 UrlOption = Annotated[str, typer.Option("--url", envvar="FACTEUR_URL", help="Facteur's address.")]
 TokenOption = Annotated[
     str | None, typer.Option("--token", envvar="FACTEUR_API_TOKEN", help="API token.", show_default=False)
+]
+ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why, for the audit log.")]
+ByOption = Annotated[
+    str,
+    typer.Option("--by", envvar="FACTEUR_ACTOR", help="Who asks, as recorded in the audit log."),
 ]
 
 
@@ -93,14 +99,7 @@ def submit(
         "risk_labels": risk or [],
     }
     if plan is not None:
-        text = plan.read_text(encoding="utf-8")
-        if plan.suffix.lower() == ".json":
-            try:
-                body["plan_json"] = json.loads(text)
-            except json.JSONDecodeError as exc:
-                fail(f"{plan} is not JSON: {exc}", 2)
-        else:
-            body["plan"] = text
+        body.update(_plan_body(plan))
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     idea = _call("POST", "/api/v1/ideas", url, token, json=body, headers=headers)
     if as_json:
@@ -204,6 +203,123 @@ def events(
     out.print(table)
 
 
+def act(path: str, body: dict[str, Any], *, url: str, token: str | None, as_json: bool, done: str) -> None:
+    """POST a request about an idea or a task and show the idea it answers with."""
+    idea = _call("POST", path, url, token, json=body)
+    if as_json:
+        typer.echo(json.dumps(idea))
+        return
+    out.print(done, highlight=False, markup=False)
+    _show(idea)
+
+
+@app.command("pause")
+def pause(
+    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+    *,
+    reason: ReasonOption = None,
+    by: ByOption = "cli",
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop dispatching the idea's tasks (runs in flight finish)."""
+    body = {"reason": reason, "by": by}
+    act(f"/api/v1/ideas/{idea_id}/pause", body, url=url, token=token, as_json=as_json, done="paused")
+
+
+@app.command("resume")
+def resume(
+    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+    *,
+    reason: ReasonOption = None,
+    by: ByOption = "cli",
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dispatch the idea's ready tasks again."""
+    body = {"reason": reason, "by": by}
+    act(f"/api/v1/ideas/{idea_id}/resume", body, url=url, token=token, as_json=as_json, done="resumed")
+
+
+@app.command("cancel")
+def cancel(
+    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+    *,
+    reason: ReasonOption = None,
+    by: ByOption = "cli",
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """End the idea: open tasks cancelled, runs in flight stopped."""
+    body = {"reason": reason, "by": by}
+    act(f"/api/v1/ideas/{idea_id}/cancel", body, url=url, token=token, as_json=as_json, done="cancelled")
+
+
+@app.command("approve")
+def approve(
+    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+    *,
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Reject the plan instead (ends the idea).")
+    ] = False,
+    plan_version: Annotated[
+        int | None,
+        typer.Option("--plan-version", min=1, help="The version decided on (default: the latest)."),
+    ] = None,
+    reason: ReasonOption = None,
+    by: ByOption = "cli",
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve the plan of an idea awaiting approval (its tasks are built), or reject it."""
+    body = {
+        "decision": "reject" if reject else "approve",
+        "plan_version": plan_version,
+        "reason": reason,
+        "by": by,
+    }
+    done = "plan rejected" if reject else "plan approved"
+    act(f"/api/v1/ideas/{idea_id}/approvals", body, url=url, token=token, as_json=as_json, done=done)
+
+
+@app.command("plan")
+def plan_version(
+    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+    plan: Annotated[
+        Path,
+        typer.Argument(
+            help="Markdown (docs/plans.md) or JSON ({tasks: [...]}).", exists=True, dir_okay=False
+        ),
+    ],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send a new version of the idea's plan."""
+    act(
+        f"/api/v1/ideas/{idea_id}/plans",
+        _plan_body(plan),
+        url=url,
+        token=token,
+        as_json=as_json,
+        done="plan version added",
+    )
+
+
+def _plan_body(plan: Path) -> dict[str, Any]:
+    text = plan.read_text(encoding="utf-8")
+    if plan.suffix.lower() != ".json":
+        return {"plan": text}
+    try:
+        return {"plan_json": json.loads(text)}
+    except json.JSONDecodeError as exc:
+        fail(f"{plan} is not JSON: {exc}", 2)
+
+
 def _show(idea: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -229,7 +345,7 @@ def _show(idea: dict[str, Any]) -> None:
         markup=False,
     )
     if idea["tasks"]:
-        tasks = Table("key", "state", "depends on", "heavy", "title", title="tasks")
+        tasks = Table("key", "state", "depends on", "heavy", "title", "id", title="tasks")
         for task in idea["tasks"]:
             _add(
                 tasks,
@@ -238,6 +354,7 @@ def _show(idea: dict[str, Any]) -> None:
                 ", ".join(task["depends_on"]) or "-",
                 "yes" if task["heavy"] else "",
                 task["title"],
+                task["id"],
             )
         out.print(tasks)
     if idea["runs"]:
