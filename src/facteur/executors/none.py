@@ -19,6 +19,11 @@ class NoneExecutor:
         """Every workflow submitted to this executor, by name (what an operator would inspect)."""
         return dict(self._submitted)
 
+    @property
+    def cancelled(self) -> frozenset[str]:
+        """The names of the workflows asked to stop."""
+        return frozenset(self._cancelled)
+
     async def submit(self, request: WorkflowRequest) -> Submission:
         existing = self._submitted.get(request.name)
         if existing is not None and existing.run_id != request.run_id:

@@ -1,0 +1,329 @@
+"""The lifecycle driver and the scheduler on the in-memory store: what happens to ideas, tasks and runs when
+runs start, end and fail, when plans arrive, and when people approve, pause, cancel and retry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facteur.domain.events import verify_chain
+from facteur.domain.ideas import IdeaState
+from facteur.domain.lifecycle import IllegalTransition
+from facteur.domain.plans import plan_from_json, render_plan
+from facteur.domain.run_reports import parse_report
+from facteur.domain.runs import Run, RunStatus
+from facteur.domain.stages import Stage
+from facteur.domain.tasks import TaskState
+from facteur.errors import Conflict, InvalidInput, NotFound
+from facteur.executors.none import NoneExecutor
+from facteur.orchestrator.ideas import Submission
+from facteur.runtime import Runtime, build_runtime
+from facteur.settings import load_settings
+from facteur.store.memory import MemoryStore
+from facteur.store.port import IdeaDetail
+from tests.support.fakes import FakeClock, SequentialIds
+
+
+def plan(*tasks: tuple[str, list[str]], heavy: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "tasks": [
+            {
+                "key": key,
+                "title": f"Task {key}",
+                "depends_on": deps,
+                "acceptance_criteria": [f"{key} works"],
+                "heavy": key in heavy,
+            }
+            for key, deps in tasks
+        ]
+    }
+
+
+class World:
+    def __init__(
+        self, runtime: Runtime, store: MemoryStore, clock: FakeClock, executor: NoneExecutor
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.clock = clock
+        self.executor = executor
+
+    async def submit(self, document: dict[str, Any] | None = None, **fields: Any) -> uuid.UUID:
+        fields.setdefault("repository", "acme/widgets")
+        result = await self.runtime.ideas.submit(
+            Submission(title=fields.pop("title", "An idea"), goal="done", plan_json=document, **fields)
+        )
+        return result.detail.idea.id
+
+    async def detail(self, idea_id: uuid.UUID) -> IdeaDetail:
+        return await self.store.idea_detail(idea_id)
+
+    async def states(self, idea_id: uuid.UUID) -> dict[str, str]:
+        return {v.task.key: v.task.state.value for v in (await self.detail(idea_id)).tasks}
+
+    async def dispatch(self) -> list[Run]:
+        await self.runtime.scheduler.pass_once()
+        return [r for r in self.store.runs.values() if r.status is RunStatus.SUBMITTED]
+
+    async def end(self, run: Run, outcome: str = "succeeded", event: str = "end") -> None:
+        answer = await self.runtime.run_reports.receive(
+            run.id, parse_report({"id": event, "type": "completed", "outcome": outcome})
+        )
+        assert answer.status == 202
+
+    def run_of(self, key: str, idea: IdeaDetail) -> Run:
+        task_id = next(v.task.id for v in idea.tasks if v.task.key == key)
+        return max((r for r in idea.runs if r.task_id == task_id), key=lambda r: r.attempt)
+
+    async def kinds(self, idea_id: uuid.UUID) -> list[str]:
+        return [e.kind for e in await self.store.list_events(idea_id=idea_id)]
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async for made in make_world():
+        yield made
+
+
+async def make_world(config: Path | None = None, **env: str) -> AsyncIterator[World]:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    executor = NoneExecutor()
+    settings = load_settings(
+        config,
+        environ={
+            "FACTEUR_EXECUTOR__KIND": "none",
+            "FACTEUR_SCHEDULER__MAX_CONCURRENT": "10",
+            "FACTEUR_SCHEDULER__MAX_PER_REPOSITORY": "10",
+            "FACTEUR_SCHEDULER__MAX_HEAVY": "1",
+            **env,
+        },
+    )
+    runtime = await build_runtime(settings, clock=clock, ids=SequentialIds(), store=store, executor=executor)
+    try:
+        yield World(runtime, store, clock, executor)
+    finally:
+        await runtime.close()
+
+
+async def test_dependents_run_after_their_dependencies_and_the_idea_completes(world: World) -> None:
+    idea_id = await world.submit(plan(("a", []), ("b", []), ("c", ["a", "b"])))
+    first = await world.dispatch()
+    assert sorted(world.store.tasks[r.task_id].key for r in first) == ["a", "b"]
+    assert (await world.detail(idea_id)).idea.state is IdeaState.RUNNING_TASKS
+    detail = await world.detail(idea_id)
+    await world.end(world.run_of("a", detail))
+    assert (await world.states(idea_id))["c"] == "pending"
+    await world.end(world.run_of("b", detail))
+    assert (await world.states(idea_id))["c"] == "ready"
+    await world.dispatch()
+    await world.end(world.run_of("c", await world.detail(idea_id)))
+    done = await world.detail(idea_id)
+    assert done.idea.state is IdeaState.COMPLETED
+    events = await world.store.list_events(idea_id=idea_id)
+    last = [e for e in events if e.kind == "idea.transition"][-1]
+    assert last.payload["skipped"] == ["qa_review", "integration", "deployment", "monitoring"]
+    assert [e.payload["stage"] for e in events if e.kind == "stage.skipped"] == [
+        "qa_review",
+        "integration",
+        "deployment",
+        "monitoring",
+    ]
+    assert verify_chain(await world.store.list_events()) is None
+
+
+async def test_a_pipeline_stage_is_entered_not_skipped(tmp_path: Path) -> None:
+    config = tmp_path / "facteur.yaml"
+    config.write_text("pipelines:\n  acme/widgets:\n    stages: [review]\n")
+    async for world in make_world(config):
+        idea_id = await world.submit(plan(("a", [])))
+        [run] = await world.dispatch()
+        await world.end(run)
+        assert (await world.detail(idea_id)).idea.state is IdeaState.QA_REVIEW
+
+
+async def test_a_failed_task_backs_off_then_fails_the_idea_and_stops_the_rest() -> None:
+    async for world in make_world(
+        FACTEUR_SCHEDULER__MAX_ATTEMPTS="3", FACTEUR_SCHEDULER__RETRY_BACKOFF_SECONDS="10"
+    ):
+        idea_id = await world.submit(plan(("a", []), ("b", []), ("c", ["a"])))
+        await world.dispatch()
+        detail = await world.detail(idea_id)
+        await world.end(world.run_of("a", detail), "failed")
+        task = world.store.tasks[world.run_of("a", detail).task_id]
+        assert (task.state, task.attempts) == (TaskState.READY, 1)
+        assert task.not_before == world.clock.now() + timedelta(seconds=10)
+        assert await world.dispatch() == [world.run_of("b", detail)]  # a waits for its back-off
+        world.clock.advance(10)
+        await world.dispatch()
+        second = world.run_of("a", await world.detail(idea_id))
+        assert second.attempt == 2
+        await world.end(second, "failed")
+        assert world.store.tasks[second.task_id].not_before == world.clock.now() + timedelta(seconds=20)
+        world.clock.advance(20)
+        await world.dispatch()
+        third = world.run_of("a", await world.detail(idea_id))
+        await world.end(third, "failed")
+        ended = await world.detail(idea_id)
+        assert ended.idea.state is IdeaState.FAILED
+        assert await world.states(idea_id) == {"a": "failed", "b": "cancelled", "c": "cancelled"}
+        assert world.run_of("b", ended).status is RunStatus.CANCELLED
+        b_name = world.run_of("b", ended).workflow_name
+        assert b_name is not None and b_name in world.executor.cancelled
+
+
+async def test_block_policy_keeps_the_idea_and_a_person_retries() -> None:
+    async for world in make_world(
+        FACTEUR_SCHEDULER__MAX_ATTEMPTS="1", FACTEUR_SCHEDULER__ON_EXHAUSTED="block"
+    ):
+        idea_id = await world.submit(plan(("a", [])))
+        [run] = await world.dispatch()
+        await world.end(run, "failed")
+        assert await world.states(idea_id) == {"a": "blocked"}
+        assert (await world.detail(idea_id)).idea.state is IdeaState.RUNNING_TASKS
+        assert "idea.stalled" in await world.kinds(idea_id)
+        await world.runtime.driver.retry_task(run.task_id, by="ops")
+        task = world.store.tasks[run.task_id]
+        assert (task.state, task.attempts) == (TaskState.READY, 0)
+        [again] = [r for r in await world.dispatch() if r.id != run.id]
+        assert again.attempt == 1
+        with pytest.raises(Conflict, match="only a failed or blocked task can be retried"):
+            await world.runtime.driver.retry_task(run.task_id, by="ops")
+
+
+async def test_an_old_attempts_late_end_changes_nothing(world: World) -> None:
+    idea_id = await world.submit(plan(("a", [])))
+    [first] = await world.dispatch()
+    await world.end(first, "failed")
+    world.clock.advance(3600)
+    [second] = [r for r in await world.dispatch() if r.id != first.id]
+    before = await world.states(idea_id)
+    await world.runtime.driver.run_changed(first)  # the first attempt's end, seen again
+    assert await world.states(idea_id) == before == {"a": "queued"}
+    await world.end(second, "succeeded", event="second")
+    assert (await world.detail(idea_id)).idea.state is IdeaState.COMPLETED
+
+
+async def test_an_idea_without_a_plan_is_planned_and_its_plan_goes_through_the_gate(world: World) -> None:
+    idea_id = await world.submit(None)
+    detail = await world.detail(idea_id)
+    assert detail.idea.state is IdeaState.PLANNING
+    [run] = detail.runs
+    assert (run.stage, run.status) == (Stage.PLANNING, RunStatus.SUBMITTED)
+    markdown = render_plan(plan_from_json(plan(("a", []), ("b", ["a"]))))
+    answer = await world.runtime.run_reports.receive(
+        run.id, parse_report({"id": "p", "type": "plan", "markdown": markdown})
+    )
+    assert answer.status == 202 and answer.body["planVersion"] == 1
+    await world.end(run)
+    after = await world.detail(idea_id)
+    assert after.idea.state is IdeaState.AWAITING_DEPENDENCIES and after.idea.plan_version == 1
+    assert await world.states(idea_id) == {"planning": "succeeded", "a": "ready", "b": "pending"}
+
+
+async def test_a_planning_run_without_a_plan_is_planned_again_then_fails() -> None:
+    async for world in make_world(FACTEUR_SCHEDULER__MAX_ATTEMPTS="2"):
+        idea_id = await world.submit(None)
+        [first] = (await world.detail(idea_id)).runs
+        await world.end(first)  # succeeded, but no plan came
+        runs = (await world.detail(idea_id)).runs
+        assert [(r.attempt, r.status) for r in runs] == [(1, RunStatus.SUCCEEDED), (2, RunStatus.SUBMITTED)]
+        await world.end(runs[1], "failed", event="2")
+        ended = await world.detail(idea_id)
+        assert ended.idea.state is IdeaState.FAILED
+
+
+async def test_approval_by_a_person_builds_the_tasks_of_the_chosen_version() -> None:
+    async for world in make_world(FACTEUR_APPROVALS__REQUIRED="true"):
+        driver = world.runtime.driver
+        idea_id = await world.submit(plan(("a", [])))
+        assert (await world.detail(idea_id)).idea.state is IdeaState.AWAITING_APPROVAL
+        await driver.submit_plan(idea_id, markdown=None, document=plan(("x", []), ("y", ["x"])), source="api")
+        with pytest.raises(InvalidInput, match="no plan version 7"):
+            await driver.approve(idea_id, approve=True, version=7, by="ana", reason=None)
+        await driver.approve(idea_id, approve=True, version=2, by="ana", reason="looks right")
+        detail = await world.detail(idea_id)
+        assert detail.idea.plan_version == 2 and detail.idea.state is IdeaState.AWAITING_DEPENDENCIES
+        assert await world.states(idea_id) == {"x": "ready", "y": "pending"}
+        assert [(a.decision, a.decided_by, a.plan_version) for a in detail.approvals] == [
+            ("approved", "ana", 2)
+        ]
+        with pytest.raises(Conflict, match="only an idea awaiting approval"):
+            await driver.approve(idea_id, approve=True, version=None, by="ana", reason=None)
+
+        rejected = await world.submit(plan(("a", [])), title="Another")
+        await driver.approve(rejected, approve=False, version=None, by="ana", reason="too risky")
+        assert (await world.detail(rejected)).idea.state is IdeaState.CANCELLED
+
+
+async def test_pause_holds_dispatch_and_resume_releases_it(world: World) -> None:
+    driver = world.runtime.driver
+    idea_id = await world.submit(plan(("a", [])))
+    await driver.pause(idea_id, by="ops", reason="wait")
+    await driver.pause(idea_id, by="ops", reason="again")  # changes nothing
+    assert await world.dispatch() == []
+    assert (await world.kinds(idea_id)).count("idea.paused") == 1
+    await driver.resume(idea_id, by="ops", reason=None)
+    assert len(await world.dispatch()) == 1
+
+
+async def test_cancel_stops_runs_and_a_finished_idea_refuses_with_an_event(world: World) -> None:
+    driver = world.runtime.driver
+    idea_id = await world.submit(plan(("a", []), ("b", ["a"])))
+    [run] = await world.dispatch()
+    await driver.cancel(idea_id, by="ops", reason="no longer needed")
+    detail = await world.detail(idea_id)
+    assert detail.idea.state is IdeaState.CANCELLED
+    assert await world.states(idea_id) == {"a": "cancelled", "b": "cancelled"}
+    assert detail.runs[0].status is RunStatus.CANCELLED
+    assert run.workflow_name in world.executor.cancelled
+
+    done = await world.submit(plan(("z", [])), title="Finished")
+    [z] = await world.dispatch()
+    await world.end(z)
+    with pytest.raises(IllegalTransition, match="completed is terminal"):
+        await driver.cancel(done, by="ops", reason=None)
+    assert (await world.kinds(done))[-1] == "transition.refused"
+    with pytest.raises(Conflict, match="a finished idea cannot be paused"):
+        await driver.pause(done, by="ops", reason=None)
+    with pytest.raises(NotFound):
+        await driver.pause(uuid.uuid4(), by="ops", reason=None)
+
+
+async def test_cancelling_a_task_blocks_its_dependents_and_the_rest_completes(world: World) -> None:
+    driver = world.runtime.driver
+    idea_id = await world.submit(plan(("a", []), ("b", ["a"]), ("c", ["b"]), ("d", [])))
+    await world.dispatch()
+    detail = await world.detail(idea_id)
+    await driver.cancel_task(world.run_of("a", detail).task_id, by="ops", reason="not needed")
+    assert await world.states(idea_id) == {"a": "cancelled", "b": "blocked", "c": "blocked", "d": "queued"}
+    await world.end(world.run_of("d", detail))
+    assert (await world.detail(idea_id)).idea.state is IdeaState.RUNNING_TASKS  # b and c are blocked
+
+    other = await world.submit(plan(("p", []), ("q", [])), title="Drop one")
+    await world.dispatch()
+    shown = await world.detail(other)
+    await driver.cancel_task(world.run_of("q", shown).task_id, by="ops", reason=None)
+    await world.end(world.run_of("p", shown))
+    assert (await world.detail(other)).idea.state is IdeaState.COMPLETED
+
+
+async def test_the_scheduler_orders_by_priority_then_age_within_the_heavy_limit(world: World) -> None:
+    world.runtime.scheduler.limits = type(world.runtime.scheduler.limits)(
+        max_concurrent=3, max_per_repository=3, max_heavy=1
+    )
+    low = await world.submit(plan(("l1", []), ("l2", [])), priority=3, title="low")
+    world.clock.advance(1)
+    high = await world.submit(plan(("h1", []), ("h2", []), heavy=("h1", "h2")), priority=0, title="high")
+    world.clock.advance(1)
+    mid = await world.submit(plan(("m1", [])), priority=1, title="mid")
+    claimed = await world.dispatch()
+    keys = [world.store.tasks[r.task_id].key for r in sorted(claimed, key=lambda r: r.created_at)]
+    # h2 is held back by the heavy limit; then mid; then the oldest of the low ones
+    assert sorted(keys) == ["h1", "l1", "m1"]
+    assert {low, high, mid}
