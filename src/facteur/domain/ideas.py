@@ -17,6 +17,11 @@ class IdeaSource(StrEnum):
     INCIDENT = "incident"
 
 
+#: the sources whose ideas the orchestrator plans itself (ideas from GitHub issues are planned through the
+#: GitHub intake, as Froussard does; incidents come with remediation work of their own)
+PLANNED_SOURCES: frozenset[IdeaSource] = frozenset({IdeaSource.API, IdeaSource.CLI, IdeaSource.DISCORD})
+
+
 class IdeaState(StrEnum):
     REGISTERED = "registered"
     PLANNING = "planning"

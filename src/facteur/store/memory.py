@@ -6,11 +6,12 @@ the same contract suite as the SQL adapters.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import GENESIS_HASH, Event, NewEvent, seal
-from facteur.domain.ideas import Idea, IdeaSource, IdeaState
+from facteur.domain.ideas import PLANNED_SOURCES, Idea, IdeaSource, IdeaState
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task, TaskState
@@ -399,6 +400,36 @@ class MemoryStore:
         self._enqueue(effects.messages, report.received_at)
         return ReportResult(False, response, outcome, len(effects.messages))
 
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """All or nothing: what an operation changed is put back when it raises (like a rollback)."""
+        saved = (
+            dict(self.ideas),
+            dict(self.tasks),
+            dict(self.runs),
+            dict(self.payloads),
+            {k: list(v) for k, v in self.plans.items()},
+            list(self.approvals),
+            dict(self.dependencies),
+            len(self.events),
+            len(self.outbox),
+        )
+        try:
+            yield
+        except BaseException:
+            (
+                self.ideas,
+                self.tasks,
+                self.runs,
+                self.payloads,
+                self.plans,
+                self.approvals,
+                self.dependencies,
+            ) = saved[:7]
+            del self.events[saved[7] :]
+            del self.outbox[saved[8] :]
+            raise
+
     async def change_idea(self, idea_id: uuid.UUID, decide: Callable[[IdeaDetail], IdeaChange]) -> IdeaChange:
         self._check()
         detail = await self.idea_detail(idea_id)
@@ -406,6 +437,12 @@ class MemoryStore:
         _check_keys(change.messages)
         if change.empty:
             return change
+        with self._atomic():
+            self._apply_change(detail, change)
+        return change
+
+    def _apply_change(self, detail: IdeaDetail, change: IdeaChange) -> None:
+        idea_id = detail.idea.id
         now = self._clock.now()
         idea = detail.idea
         version = len(detail.plans) + 1
@@ -469,14 +506,13 @@ class MemoryStore:
         for draft in change.runs:
             self._add_run(idea_id, draft, now)
         for run_id, update in change.run_updates:
-            run = self.runs[run_id]
-            if update.expected and run.status not in update.expected:
+            run = self.runs.get(run_id)
+            if run is None or (update.expected and run.status not in update.expected):
                 continue
             self.runs[run_id] = _updated_run(run, update)
         for event in change.events:
             self._append(event, now)
         self._enqueue(change.messages, now)
-        return change
 
     def _change_task(self, change: TaskChange, now: datetime) -> None:
         task = self.tasks[change.task_id]
@@ -498,6 +534,9 @@ class MemoryStore:
 
     async def active_runs(self) -> ActiveRuns:
         self._check()
+        return self._active()
+
+    def _active(self) -> ActiveRuns:
         active = ActiveRuns()
         for task in self.tasks.values():
             if task.state in _ACTIVE and task.plan_version is not None:
@@ -506,7 +545,11 @@ class MemoryStore:
 
     async def claim_tasks(self, request: ClaimRequest) -> ClaimResult:
         self._check()
-        active = await self.active_runs()
+        with self._atomic():
+            return self._claim_tasks(request)
+
+    def _claim_tasks(self, request: ClaimRequest) -> ClaimResult:
+        active = self._active()
         ready = sorted(
             (
                 task
@@ -590,7 +633,8 @@ class MemoryStore:
     async def stale_claims(self, holder: str, *, now: datetime, until: datetime, limit: int) -> list[Run]:
         self._check()
         taken: list[Run] = []
-        for run in sorted(self.runs.values(), key=lambda r: (r.created_at, r.id)):
+        expiry = {t.id: t.claim_expires_at for t in self.tasks.values()}
+        for run in sorted(self.runs.values(), key=lambda r: (expiry[r.task_id] or now, r.created_at, r.id)):
             task = self.tasks[run.task_id]
             if (
                 run.status is RunStatus.QUEUED
@@ -632,7 +676,13 @@ class MemoryStore:
         self._check()
         with_tasks = {task.idea_id for task in self.tasks.values()}
         found = sorted(
-            (i for i in self.ideas.values() if i.state is IdeaState.REGISTERED and i.id not in with_tasks),
+            (
+                i
+                for i in self.ideas.values()
+                if i.state is IdeaState.REGISTERED
+                and i.source in PLANNED_SOURCES
+                and i.id not in with_tasks
+            ),
             key=lambda i: (i.created_at, i.id),
         )
         return [i.id for i in found[:limit]]

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from facteur.domain.ideas import Idea, IdeaSource, IdeaState
+from facteur.domain.ideas import PLANNED_SOURCES, Idea, IdeaState
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import TaskState
@@ -46,8 +46,6 @@ _READY = sa.text("tasks.state = 'ready'")
 _ACTIVE = sa.text("tasks.state IN ('queued', 'running') AND tasks.plan_version IS NOT NULL")
 _SCHEDULED_IDEAS = (IdeaState.AWAITING_DEPENDENCIES.value, IdeaState.RUNNING_TASKS.value)
 _TERMINAL_RUNS = [status.value for status in RunStatus if status.terminal]
-#: sources whose ideas the orchestrator plans itself (GitHub issues are planned by the GitHub intake)
-PLANNED_SOURCES = (IdeaSource.API.value, IdeaSource.CLI.value, IdeaSource.DISCORD.value)
 
 
 # --- reading an idea whole ---------------------------------------------------------------------------------
@@ -443,7 +441,7 @@ def read_ideas_to_plan(conn: sa.Connection, limit: int) -> list[uuid.UUID]:
         sa.select(ideas.c.id)
         .where(
             ideas.c.state == IdeaState.REGISTERED.value,
-            ideas.c.source.in_(PLANNED_SOURCES),
+            ideas.c.source.in_(sorted(source.value for source in PLANNED_SOURCES)),
             ~sa.exists().where(tasks.c.idea_id == ideas.c.id),
         )
         .order_by(ideas.c.created_at, ideas.c.id)
