@@ -365,6 +365,7 @@ async def build_runtime(
         intent_topic=settings.bus.topics.codex_intent,
     )
     ideas.on_created = driver.idea_created
+    github.orchestration = driver
     return Runtime(
         settings=settings,
         clock=clock,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -24,6 +25,7 @@ from facteur.domain import codex_task, prompts
 from facteur.domain.events import NewEvent
 from facteur.domain.idea_spec import InvalidIdeaSpec, is_idea_spec, parse_idea_spec, render_spec_problems
 from facteur.domain.ideas import IdeaSource, IdeaState, github_issue_ref
+from facteur.domain.plans import InvalidPlan, parse_plan
 from facteur.domain.review_context import (
     ReviewContext,
     issue_number_from_branch,
@@ -35,7 +37,7 @@ from facteur.domain.untrusted import (
     PLANNING_PLACEHOLDER_COMMENT,
     is_placeholder,
 )
-from facteur.errors import ForgeError, ForgeNotFound
+from facteur.errors import Conflict, ForgeError, ForgeNotFound
 from facteur.forge.port import Forge, Reaction
 from facteur.intake.codex_tasks import DELIVERY_SOURCE as CODEX_TASK_SOURCE
 from facteur.intake.codex_tasks import CodexTaskIntake, IdeaDetails
@@ -89,7 +91,22 @@ class WebhookAnswer:
         return self.body.get("status") == "accepted" and self.body.get("codexStageTriggered") is not None
 
 
+class Orchestration(Protocol):
+    """What the lifecycle driver does for the GitHub intake: plans from comments, approvals by comment."""
+
+    async def approve(
+        self, idea_id: uuid.UUID, *, approve: bool, version: int | None, by: str, reason: str | None
+    ) -> Any: ...
+
+    async def submit_plan(
+        self, idea_id: uuid.UUID, *, markdown: str | None, document: Any, source: str
+    ) -> Any: ...
+
+
 class GitHubIntake:
+    #: set by the runtime: ideas the orchestrator manages take plans and approvals from comments
+    orchestration: Orchestration | None = None
+
     def __init__(
         self,
         *,
@@ -250,6 +267,9 @@ class GitHubIntake:
         self, delivery: WebhookDelivery, trigger: ImplementationTrigger
     ) -> WebhookAnswer:
         issue = trigger.issue
+        orchestrated = await self._orchestrated(delivery, trigger)
+        if orchestrated is not None:
+            return orchestrated
         plan = trigger.plan or await self._latest_plan(issue)
         head = branch_name(self._codex.branch_prefix, issue.number, delivery.delivery_id)
         prompt = prompts.implementation_prompt(
@@ -261,6 +281,45 @@ class GitHubIntake:
             task.plan_comment_url = plan.url
             task.plan_comment_body = plan.body
         return await self._admit(delivery, Stage.IMPLEMENTATION, task, issue.number)
+
+    async def _orchestrated(
+        self, delivery: WebhookDelivery, trigger: ImplementationTrigger
+    ) -> WebhookAnswer | None:
+        """The issue's idea as the orchestrator runs it: ``execute plan`` approves a plan awaiting approval,
+        and a plan comment in the plan format (docs/plans.md) becomes a plan version of an idea not planned
+        yet. Anything else (a free-form plan, an idea past approval) takes Froussard's path: one
+        implementation run."""
+        if self.orchestration is None:
+            return None
+        issue = trigger.issue
+        idea = await self._store.find_idea(
+            IdeaSource.GITHUB_ISSUE, github_issue_ref(issue.repository, issue.number)
+        )
+        if idea is None:
+            return None
+        by = normalize_login(_sender(delivery)) or "github"
+        if trigger.plan is None and idea.state is IdeaState.AWAITING_APPROVAL:
+            try:
+                await self.orchestration.approve(
+                    idea.id, approve=True, version=None, by=by, reason="execute plan comment"
+                )
+            except Conflict as exc:  # decided meanwhile (a redelivery after a crash): nothing more to do
+                return await self._ignore(delivery, Ignored(f"the plan was decided before: {exc.message}"))
+            return await self._record(
+                delivery, "accepted", None, detail={"ideaId": str(idea.id), "approvedBy": by}
+            )
+        if trigger.plan is not None and idea.state in {IdeaState.REGISTERED, IdeaState.PLANNING}:
+            try:
+                parse_plan(trigger.plan.body)
+            except InvalidPlan:
+                return None  # a free-form plan: Froussard's single implementation run
+            await self.orchestration.submit_plan(
+                idea.id, markdown=trigger.plan.body, document=None, source="comment"
+            )
+            return await self._record(
+                delivery, "accepted", None, detail={"ideaId": str(idea.id), "planComment": trigger.plan.id}
+            )
+        return None
 
     async def _latest_plan(self, issue: IssueRef) -> PlanComment | None:
         if self._forge is None:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from facteur.domain.events import verify_chain
+from facteur.domain.ideas import IdeaSource, IdeaState, github_issue_ref
+from facteur.domain.plans import plan_from_json, render_plan
 from facteur.domain.untrusted import IDEA_SPEC_MARKER, PLAN_MARKER, PLANNING_PLACEHOLDER_COMMENT, READY_MARKER
 from facteur.proto.proompteng.froussard.v1 import codex_task_pb2 as pb
 from facteur.store.port import OutboxEntry
@@ -519,3 +521,57 @@ async def test_a_task_recorded_first_through_codex_tasks_is_not_recorded_twice(
         assert response.json()["status"] == "ignored"
         assert "recorded before" in response.json()["reason"]
         assert github.requests == []  # no placeholder, no reaction
+
+
+async def test_a_plan_in_the_plan_format_is_run_by_the_orchestrator_once_execute_plan_approves_it(
+    sqlite_url: str, github: FakeGitHub
+) -> None:
+    issue = github.add_issue(REPO)
+    settings = webhook_settings(
+        sqlite_url, FACTEUR_APPROVALS__REQUIRED="true", FACTEUR_SCHEDULER__ENABLED="false"
+    )
+    async with hooked_app(settings, github) as app:
+        store = app.running.runtime.store
+        opened = await app.post("issues", issue_payload(REPO, issue.number))
+        assert opened.json()["codexStageTriggered"] == "planning"
+        idea = await store.find_idea(IdeaSource.GITHUB_ISSUE, github_issue_ref(REPO, issue.number))
+        assert idea is not None and idea.state is IdeaState.REGISTERED
+
+        document = {
+            "tasks": [
+                {"key": "api", "title": "API", "acceptance_criteria": ["served"]},
+                {"key": "ui", "title": "UI", "depends_on": ["api"], "acceptance_criteria": ["shown"]},
+            ]
+        }
+        plan_comment = comment_payload(
+            REPO,
+            issue.number,
+            render_plan(plan_from_json(document)),
+            author="github-actions[bot]",
+            author_type="Bot",
+            comment_id=777,
+        )
+        response = await app.post("issue_comment", plan_comment)
+        body = response.json()
+        assert (body["status"], body["codexStageTriggered"], body["planComment"]) == ("accepted", None, 777)
+        waiting = await store.idea_detail(idea.id)
+        assert waiting.idea.state is IdeaState.AWAITING_APPROVAL and waiting.plans[0].source == "comment"
+
+        stranger = await app.post(
+            "issue_comment", comment_payload(REPO, issue.number, "execute plan", author="mallory")
+        )
+        assert stranger.json()["status"] == "ignored"
+        approve = await app.post("issue_comment", comment_payload(REPO, issue.number, "execute plan"))
+        assert (approve.json()["approvedBy"], approve.json()["codexStageTriggered"]) == ("octocat", None)
+        approved = await store.idea_detail(idea.id)
+        assert approved.idea.state is IdeaState.AWAITING_DEPENDENCIES and approved.idea.plan_version == 1
+        assert [(v.task.key, v.task.state.value) for v in approved.tasks][-2:] == [
+            ("api", "ready"),
+            ("ui", "pending"),
+        ]
+        assert [(a.decision, a.decided_by) for a in approved.approvals] == [("approved", "octocat")]
+        # no Froussard-style implementation run was started: the orchestrator runs the plan's tasks
+        assert [
+            json.loads(e.message.value)["stage"] for e in by_topic(await app.outbox(), "github.codex.tasks")
+        ] == ["planning"]
+        assert github.violations == []
