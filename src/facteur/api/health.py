@@ -72,7 +72,7 @@ async def outbox_detail(runtime: Runtime) -> dict[str, Any]:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus text exposition of the outbox's figures."""
+    """Prometheus text exposition of the outbox's and the orchestrator's figures."""
     runtime: Runtime = request.app.state.runtime
     lines: list[str] = []
 
@@ -113,4 +113,22 @@ async def metrics(request: Request) -> PlainTextResponse:
         1 if detail.get("relay") == "leading" else 0,
     )
     gauge("facteur_store_up", "gauge", "1 when the store answered this scrape.", 1 if detail else 0)
+    gauge(
+        "facteur_scheduler_passes_total",
+        "counter",
+        "Scheduling passes of this process.",
+        runtime.scheduler.passes,
+    )
+    gauge(
+        "facteur_runs_dispatched_total",
+        "counter",
+        "Runs this process's scheduler submitted to the executor.",
+        runtime.scheduler.dispatched,
+    )
+    gauge(
+        "facteur_runs_stuck_total",
+        "counter",
+        "Runs this process's reconciler found without a heartbeat for scheduler.heartbeat_timeout_seconds.",
+        runtime.reconciler.stuck_total,
+    )
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -74,6 +74,8 @@ async def test_readyz_and_metrics_show_the_outbox(api: Running) -> None:
     assert figures["facteur_outbox_published_total"] == "3"
     assert figures["facteur_outbox_relay_leading"] == "1"
     assert figures["facteur_store_up"] == "1"
+    assert figures["facteur_runs_stuck_total"] == str(api.runtime.reconciler.stuck_total)
+    assert 0 <= int(figures["facteur_scheduler_passes_total"]) <= api.runtime.scheduler.passes
 
 
 async def test_a_broker_outage_shows_in_readyz_but_facteur_stays_ready(clock: FakeClock) -> None:
