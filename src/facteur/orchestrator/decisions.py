@@ -420,6 +420,9 @@ def _advance_if_done(draft: Draft, pipeline: Pipeline) -> None:
     tasks = draft.plan_tasks()
     if not tasks or draft.state not in {IdeaState.RUNNING_TASKS, IdeaState.AWAITING_DEPENDENCIES}:
         return
+    if all(t.state is TaskState.CANCELLED for t in tasks):
+        _end(draft, IdeaState.CANCELLED, "cancel", "every task of the plan was cancelled")
+        return
     if all(t.state in {TaskState.SUCCEEDED, TaskState.CANCELLED} for t in tasks) and any(
         t.state is TaskState.SUCCEEDED for t in tasks
     ):

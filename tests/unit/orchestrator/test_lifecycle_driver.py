@@ -312,6 +312,11 @@ async def test_cancelling_a_task_blocks_its_dependents_and_the_rest_completes(wo
     await world.end(world.run_of("p", shown))
     assert (await world.detail(other)).idea.state is IdeaState.COMPLETED
 
+    alone = await world.submit(plan(("solo", [])), title="Nothing left")
+    [solo] = [r for r in await world.dispatch() if r.idea_id == alone]
+    await driver.cancel_task(solo.task_id, by="ops", reason=None)
+    assert (await world.detail(alone)).idea.state is IdeaState.CANCELLED
+
 
 async def test_the_scheduler_orders_by_priority_then_age_within_the_heavy_limit(world: World) -> None:
     world.runtime.scheduler.limits = type(world.runtime.scheduler.limits)(
