@@ -489,11 +489,22 @@ def retry_task(draft: Draft, task_id: uuid.UUID, *, by: str) -> IdeaChange:
 
 
 def cancel_task(
-    draft: Draft, task_id: uuid.UUID, *, by: str, reason: str | None, pipeline: Pipeline
+    draft: Draft,
+    task_id: uuid.UUID,
+    *,
+    by: str,
+    reason: str | None,
+    pipeline: Pipeline,
+    for_run: uuid.UUID | None = None,
 ) -> IdeaChange:
     """Cancel one task: its runs in flight stop, the tasks that depend on it (directly or not) block, and the
-    idea moves on when what is left is done."""
+    idea moves on when what is left is done. With ``for_run`` (a stuck run), only while that run is its
+    task's latest and the task is still in flight; otherwise nothing changes."""
     task = _own_task(draft, task_id)
+    if for_run is not None:
+        latest = draft.latest_run(task.id)
+        if latest is None or latest.id != for_run or task.state not in _LIVE_TASK:
+            return draft.change()
     if task.state in {TaskState.SUCCEEDED, TaskState.CANCELLED}:
         raise Refused(f"task {task.key} is {task.state.value}: it cannot be cancelled")
     draft.move_task(task, TaskState.CANCELLED, "cancel", detail={"by": by, "reason": reason})

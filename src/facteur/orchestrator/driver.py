@@ -180,7 +180,10 @@ class Driver:
             task.idea_id, lambda draft: decisions.retry_task(draft, task_id, by=by), actor=by, task_id=task_id
         )
 
-    async def cancel_task(self, task_id: uuid.UUID, *, by: str, reason: str | None) -> IdeaChange:
+    async def cancel_task(
+        self, task_id: uuid.UUID, *, by: str, reason: str | None, for_run: uuid.UUID | None = None
+    ) -> IdeaChange:
+        """Cancel a task; with ``for_run``, only while that run is the task's latest (a stuck run's)."""
         task = await self._store.get_task(task_id)
         return await self._change(
             task.idea_id,
@@ -190,6 +193,7 @@ class Driver:
                 by=by,
                 reason=reason,
                 pipeline=self._settings.pipeline_of(draft.idea.repository),
+                for_run=for_run,
             ),
             actor=by,
             task_id=task_id,

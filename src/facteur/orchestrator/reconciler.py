@@ -129,23 +129,29 @@ class Reconciler:
             task_id=run.task_id,
             run_id=run.id,
         )
-        if action == "cancel":
-            await self._store.append_event(stuck)
-            await self._driver.cancel_task(run.task_id, by=ACTOR, reason="the run stopped sending heartbeats")
-            return
         detail = f"no heartbeat for {silence:.0f} s" if silence is not None else "no heartbeat"
+        # the run ends either way (once: it is no longer running afterwards); then its task is retried, or
+        # cancelled — only while this run is still its task's latest
+        status = RunStatus.CANCELLED if action == "cancel" else RunStatus.TIMED_OUT
         updated = await self._store.update_run(
             run.id,
-            RunUpdate(
-                status=RunStatus.TIMED_OUT, expected=(RunStatus.RUNNING,), finished_at=now, detail=detail
-            ),
+            RunUpdate(status=status, expected=(RunStatus.RUNNING,), finished_at=now, detail=detail),
             stuck,
             [
                 execution_message(
-                    self._topic, run, kind="run.timed_out", status=RunStatus.TIMED_OUT, at=now, detail=detail
+                    self._topic, run, kind=f"run.{status.value}", status=status, at=now, detail=detail
                 )
             ],
         )
-        if updated is not None:
-            await stop_workflow(self._dispatcher, updated)
+        if updated is None:
+            return
+        await stop_workflow(self._dispatcher, updated)
+        if action != "cancel":
             await self._driver.run_changed(updated)
+            return
+        try:
+            await self._driver.cancel_task(
+                run.task_id, by=ACTOR, reason=f"its run stopped sending heartbeats ({detail})", for_run=run.id
+            )
+        except FacteurError as exc:
+            logger.warning("stuck run's task not cancelled: run=%s error=%s", run.id, exc)

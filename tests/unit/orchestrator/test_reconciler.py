@@ -411,7 +411,7 @@ async def test_with_stuck_action_cancel_the_task_and_its_run_are_cancelled() -> 
         assert stuck.payload["action"] == "cancel"
         cancelled = world.run(run)
         assert cancelled.status is RunStatus.CANCELLED
-        assert cancelled.detail == "task cancelled by reconciler"
+        assert cancelled.detail == "no heartbeat for 61 s"
         assert await world.states(idea_id) == {"a": "cancelled", "b": "blocked"}
         assert world.task(run).attempts == 1
         assert world.executor.cancels == [WorkflowRef("local", "scripted", str(run.workflow_name))]
@@ -421,7 +421,7 @@ async def test_with_stuck_action_cancel_the_task_and_its_run_are_cancelled() -> 
             if e.kind == "task.transition" and e.task_id == run.task_id and e.payload["to"] == "cancelled"
         ]
         assert moved.payload["by"] == "reconciler"
-        assert moved.payload["reason"] == "the run stopped sending heartbeats"
+        assert moved.payload["reason"] == "its run stopped sending heartbeats (no heartbeat for 61 s)"
         assert await world.dispatch() == []  # nothing is retried
 
 
