@@ -103,6 +103,7 @@ async def add_plan_version(idea_id: uuid.UUID, body: PlanVersionIn, request: Req
     runtime, driver = _driver(request)
     if (body.plan is None) == (body.plan_json is None):
         raise HTTPException(400, "give the plan as markdown (plan) or as JSON (plan_json), one of them")
+    await runtime.store.get_idea(idea_id)  # an unknown idea is 404 before its plan is read
     try:
         await driver.submit_plan(
             idea_id,
@@ -121,7 +122,7 @@ async def retry_task(task_id: uuid.UUID, request: Request, body: Reason | None =
     runtime, driver = _driver(request)
     body = body or Reason()
     task = await runtime.store.get_task(task_id)
-    await driver.retry_task(task_id, by=body.by)
+    await driver.retry_task(task_id, by=body.by, reason=body.reason)
     return await _idea(runtime, task.idea_id)
 
 

@@ -345,7 +345,7 @@ def _show(idea: dict[str, Any]) -> None:
         markup=False,
     )
     if idea["tasks"]:
-        tasks = Table("key", "state", "depends on", "heavy", "title", "id", title="tasks")
+        tasks = Table("key", "state", "depends on", "heavy", "title", title="tasks")
         for task in idea["tasks"]:
             _add(
                 tasks,
@@ -354,9 +354,12 @@ def _show(idea: dict[str, Any]) -> None:
                 ", ".join(task["depends_on"]) or "-",
                 "yes" if task["heavy"] else "",
                 task["title"],
-                task["id"],
             )
         out.print(tasks)
+        # whole, one per line, outside the table: a narrow terminal must not cut what `facteur task` needs
+        out.print("task ids:", highlight=False, markup=False)
+        for task in idea["tasks"]:
+            out.print(f"  {task['key']}  {task['id']}", highlight=False, markup=False, soft_wrap=True)
     if idea["runs"]:
         runs = Table("run", "stage", "status", "attempt", title="runs")
         for run in idea["runs"]:

@@ -16,13 +16,16 @@ app = typer.Typer(help="Retry or cancel one task of an idea.", no_args_is_help=T
 @app.command("retry")
 def retry(
     task_id: Annotated[str, typer.Argument(help="The task's id (facteur idea show lists them).")],
+    *,
+    reason: ReasonOption = None,
     by: ByOption = "cli",
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Give a failed or blocked task a fresh set of attempts, at once."""
-    act(f"/api/v1/tasks/{task_id}/retry", {"by": by}, url=url, token=token, as_json=as_json, done="retried")
+    body = {"reason": reason, "by": by}
+    act(f"/api/v1/tasks/{task_id}/retry", body, url=url, token=token, as_json=as_json, done="retried")
 
 
 @app.command("cancel")

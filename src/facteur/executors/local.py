@@ -155,7 +155,9 @@ class LocalExecutor:
         state = _read_json(self._run_dir(ref.name) / "state.json")
         if state is None:
             return WorkflowStatus(phase=WorkflowPhase.NOT_FOUND)
-        return _status(state)
+        # a process this executor watches is reported by its watcher when it ends: an exited pid whose end
+        # is not recorded yet is not lost
+        return _status(state, check_pid=ref.name not in self._live)
 
     async def cancel(self, ref: WorkflowRef) -> None:
         live = self._live.get(ref.name)

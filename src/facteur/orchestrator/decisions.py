@@ -237,6 +237,15 @@ def receive_plan(
     extra: dict[str, Any] = {} if stored is None else {"plan": stored}
     state = draft.state
     draft.event("plan.received", {"plan_version": version, "tasks": len(plan.tasks)})
+    if state is IdeaState.PLANNING and stored is not None:
+        # a plan came from elsewhere (a person, a comment) while a planning run works: that run is moot
+        for task in list(draft.tasks.values()):
+            if task.stage == Stage.PLANNING.value and task.state in _LIVE_TASK:
+                why = f"a plan arrived from {stored.source}"
+                draft.move_task(task, TaskState.CANCELLED, "cancel", detail={"reason": why})
+                for run in draft.live_runs():
+                    if run.task_id == task.id:
+                        draft.stop_run(run, why)
     if state in {IdeaState.REGISTERED, IdeaState.PLANNING}:
         trigger = "plan_provided" if state is IdeaState.REGISTERED else "plan_received"
         draft.move_idea(IdeaState.PLAN_READY, trigger, plan_version=version)
@@ -472,17 +481,17 @@ def cancel(draft: Draft, *, by: str, reason: str | None) -> IdeaChange:
     return draft.change()
 
 
-def retry_task(draft: Draft, task_id: uuid.UUID, *, by: str) -> IdeaChange:
+def retry_task(draft: Draft, task_id: uuid.UUID, *, by: str, reason: str | None = None) -> IdeaChange:
     """An operator's retry: a failed or blocked task gets a fresh attempt budget, at once."""
     task = _own_task(draft, task_id)
     if draft.idea.state in {IdeaState.COMPLETED, IdeaState.FAILED, IdeaState.CANCELLED}:
         raise Refused(f"idea {draft.idea.id} is {draft.idea.state.value}: its tasks cannot be retried")
     done = {t.key for t in draft.tasks.values() if t.state is TaskState.SUCCEEDED}
     if task.state is TaskState.FAILED:
-        draft.move_task(task, TaskState.READY, "retry", attempts=0, detail={"by": by})
+        draft.move_task(task, TaskState.READY, "retry", attempts=0, detail={"by": by, "reason": reason})
     elif task.state is TaskState.BLOCKED:
         target = TaskState.READY if all(k in done for k in draft.depends[task.id]) else TaskState.PENDING
-        draft.move_task(task, target, "unblocked", attempts=0, detail={"by": by})
+        draft.move_task(task, target, "unblocked", attempts=0, detail={"by": by, "reason": reason})
     else:
         raise Refused(f"task {task.key} is {task.state.value}: only a failed or blocked task can be retried")
     return draft.change()
@@ -507,6 +516,11 @@ def cancel_task(
             return draft.change()
     if task.state in {TaskState.SUCCEEDED, TaskState.CANCELLED}:
         raise Refused(f"task {task.key} is {task.state.value}: it cannot be cancelled")
+    if task.stage == Stage.PLANNING.value and draft.state is IdeaState.PLANNING:
+        raise Refused(
+            f"task {task.key} plans idea {draft.idea.id}: cancel the idea, or send a plan "
+            "(POST /api/v1/ideas/{id}/plans), instead"
+        )
     draft.move_task(task, TaskState.CANCELLED, "cancel", detail={"by": by, "reason": reason})
     for run in draft.live_runs():
         if run.task_id == task.id:

@@ -174,10 +174,13 @@ class Driver:
             idea_id, lambda draft: decisions.cancel(draft, by=by, reason=reason), actor=by
         )
 
-    async def retry_task(self, task_id: uuid.UUID, *, by: str) -> IdeaChange:
+    async def retry_task(self, task_id: uuid.UUID, *, by: str, reason: str | None = None) -> IdeaChange:
         task = await self._store.get_task(task_id)
         return await self._change(
-            task.idea_id, lambda draft: decisions.retry_task(draft, task_id, by=by), actor=by, task_id=task_id
+            task.idea_id,
+            lambda draft: decisions.retry_task(draft, task_id, by=by, reason=reason),
+            actor=by,
+            task_id=task_id,
         )
 
     async def cancel_task(

@@ -679,9 +679,7 @@ class MemoryStore:
             (
                 i
                 for i in self.ideas.values()
-                if i.state is IdeaState.REGISTERED
-                and i.source in PLANNED_SOURCES
-                and i.id not in with_tasks
+                if i.state is IdeaState.REGISTERED and i.source in PLANNED_SOURCES and i.id not in with_tasks
             ),
             key=lambda i: (i.created_at, i.id),
         )

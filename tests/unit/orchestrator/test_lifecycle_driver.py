@@ -332,3 +332,22 @@ async def test_the_scheduler_orders_by_priority_then_age_within_the_heavy_limit(
     # h2 is held back by the heavy limit; then mid; then the oldest of the low ones
     assert sorted(keys) == ["h1", "l1", "m1"]
     assert {low, high, mid}
+
+
+async def test_a_plan_from_a_person_stops_the_planning_run_and_its_task_cannot_be_cancelled(
+    world: World,
+) -> None:
+    driver = world.runtime.driver
+    idea_id = await world.submit(None)
+    [planning] = (await world.detail(idea_id)).runs
+    with pytest.raises(Conflict, match="cancel the idea, or send a plan"):
+        await driver.cancel_task(planning.task_id, by="ops", reason=None)
+    await driver.submit_plan(idea_id, markdown=None, document=plan(("a", [])), source="api")
+    detail = await world.detail(idea_id)
+    assert detail.idea.state is IdeaState.AWAITING_DEPENDENCIES
+    assert world.store.runs[planning.id].status is RunStatus.CANCELLED
+    assert planning.workflow_name in world.executor.cancelled
+    assert await world.states(idea_id) == {"planning": "cancelled", "a": "ready"}
+    # the planning run's own end, arriving late, changes nothing
+    await world.runtime.driver.run_changed(world.store.runs[planning.id])
+    assert await world.states(idea_id) == {"planning": "cancelled", "a": "ready"}
