@@ -54,6 +54,7 @@ from facteur.store.port import (
     RunReport,
     RunUpdate,
     TaskChange,
+    TaskSpec,
     TaskView,
     outbox_key,
     report_delivery_id,
@@ -287,27 +288,7 @@ class MemoryStore:
                     created_at=at,
                 )
             )
-        id_of = {spec.key: spec.id for spec in creation.tasks}
-        for position, spec in enumerate(creation.tasks):
-            self.tasks[spec.id] = Task(
-                id=spec.id,
-                idea_id=idea.id,
-                key=spec.key,
-                title=spec.title,
-                stage=Stage.IMPLEMENTATION.value,
-                state=spec.state,
-                attempts=0,
-                created_at=at,
-                updated_at=at,
-                description=spec.description,
-                acceptance_criteria=spec.acceptance_criteria,
-                paths=spec.paths,
-                heavy=spec.heavy,
-                plan_version=plan_version,
-                position=position,
-                priority=draft.priority,
-            )
-            self.dependencies[spec.id] = [id_of[key] for key in spec.depends_on]
+        self._add_tasks(idea, creation.tasks, at=at, plan_version=plan_version)
         for event in creation.events:
             self._append(event, at)
         self._enqueue(creation.messages, at)
@@ -478,29 +459,13 @@ class MemoryStore:
                     created_at=now,
                 )
             )
-        plan_version = change.plan_version or idea.plan_version
-        id_of = {view.task.key: view.task.id for view in detail.tasks}
-        id_of.update({spec.key: spec.id for spec in change.new_tasks})
-        for position, spec in enumerate(change.new_tasks):
-            self.tasks[spec.id] = Task(
-                id=spec.id,
-                idea_id=idea_id,
-                key=spec.key,
-                title=spec.title,
-                stage=spec.stage.value,
-                state=spec.state,
-                attempts=0,
-                created_at=now,
-                updated_at=now,
-                description=spec.description,
-                acceptance_criteria=spec.acceptance_criteria,
-                paths=spec.paths,
-                heavy=spec.heavy,
-                plan_version=plan_version if spec.stage is Stage.IMPLEMENTATION else None,
-                position=position,
-                priority=idea.priority,
-            )
-            self.dependencies[spec.id] = [id_of[key] for key in spec.depends_on]
+        self._add_tasks(
+            idea,
+            change.new_tasks,
+            at=now,
+            plan_version=change.plan_version or idea.plan_version,
+            known={view.task.key: view.task.id for view in detail.tasks},
+        )
         for task_change in change.tasks:
             self._change_task(task_change, now)
         for draft in change.runs:
@@ -513,6 +478,38 @@ class MemoryStore:
         for event in change.events:
             self._append(event, now)
         self._enqueue(change.messages, now)
+
+    def _add_tasks(
+        self,
+        idea: Idea,
+        specs: Sequence[TaskSpec],
+        *,
+        at: datetime,
+        plan_version: int | None,
+        known: Mapping[str, uuid.UUID] | None = None,
+    ) -> None:
+        id_of = dict(known or {})
+        id_of.update({spec.key: spec.id for spec in specs})
+        for position, spec in enumerate(specs):
+            self.tasks[spec.id] = Task(
+                id=spec.id,
+                idea_id=idea.id,
+                key=spec.key,
+                title=spec.title,
+                stage=spec.stage.value,
+                state=spec.state,
+                attempts=0,
+                created_at=at,
+                updated_at=at,
+                description=spec.description,
+                acceptance_criteria=spec.acceptance_criteria,
+                paths=spec.paths,
+                heavy=spec.heavy,
+                plan_version=plan_version if spec.stage is Stage.IMPLEMENTATION else None,
+                position=position,
+                priority=idea.priority,
+            )
+            self.dependencies[spec.id] = [id_of[key] for key in spec.depends_on]
 
     def _change_task(self, change: TaskChange, now: datetime) -> None:
         task = self.tasks[change.task_id]

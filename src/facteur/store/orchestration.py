@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from facteur.store.port import (
     NewRun,
     PlanVersion,
     TaskChange,
+    TaskSpec,
     TaskView,
 )
 from facteur.store.rows import idea_from_row, new_run, run_from_row, task_from_row
@@ -179,40 +180,15 @@ class Orchestration:
                 )
             )
         if change.new_tasks:
-            plan_version = change.plan_version or idea.plan_version
-            conn.execute(
-                sa.insert(tasks),
-                [
-                    {
-                        "id": spec.id,
-                        "idea_id": idea_id,
-                        "key": spec.key,
-                        "title": spec.title,
-                        "stage": spec.stage.value,
-                        "state": spec.state.value,
-                        "attempts": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                        "description": spec.description,
-                        "acceptance_criteria": list(spec.acceptance_criteria),
-                        "paths": list(spec.paths),
-                        "heavy": spec.heavy,
-                        "plan_version": plan_version if spec.stage is Stage.IMPLEMENTATION else None,
-                        "position": position,
-                        "priority": idea.priority,
-                    }
-                    for position, spec in enumerate(change.new_tasks)
-                ],
+            insert_tasks(
+                conn,
+                idea_id,
+                change.new_tasks,
+                at=now,
+                plan_version=change.plan_version or idea.plan_version,
+                priority=idea.priority,
+                known={view.task.key: view.task.id for view in detail.tasks},
             )
-            id_of = {view.task.key: view.task.id for view in detail.tasks}
-            id_of.update({spec.key: spec.id for spec in change.new_tasks})
-            edges = [
-                {"task_id": spec.id, "depends_on_task_id": id_of[key]}
-                for spec in change.new_tasks
-                for key in spec.depends_on
-            ]
-            if edges:
-                conn.execute(sa.insert(task_dependencies), edges)
         if change.tasks:
             _change_tasks(conn, change.tasks, now)
         for run in change.runs:
@@ -448,6 +424,51 @@ def read_ideas_to_plan(conn: sa.Connection, limit: int) -> list[uuid.UUID]:
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
+
+
+def insert_tasks(
+    conn: sa.Connection,
+    idea_id: uuid.UUID,
+    specs: Sequence[TaskSpec],
+    *,
+    at: datetime,
+    plan_version: int | None,
+    priority: int,
+    known: Mapping[str, uuid.UUID] | None = None,
+) -> None:
+    """Create an idea's tasks in plan order, with their dependencies (by key, on each other or on the
+    ``known`` tasks); implementation tasks carry ``plan_version``."""
+    conn.execute(
+        sa.insert(tasks),
+        [
+            {
+                "id": spec.id,
+                "idea_id": idea_id,
+                "key": spec.key,
+                "title": spec.title,
+                "stage": spec.stage.value,
+                "state": spec.state.value,
+                "attempts": 0,
+                "created_at": at,
+                "updated_at": at,
+                "description": spec.description,
+                "acceptance_criteria": list(spec.acceptance_criteria),
+                "paths": list(spec.paths),
+                "heavy": spec.heavy,
+                "plan_version": plan_version if spec.stage is Stage.IMPLEMENTATION else None,
+                "position": position,
+                "priority": priority,
+            }
+            for position, spec in enumerate(specs)
+        ],
+    )
+    id_of = dict(known or {})
+    id_of.update({spec.key: spec.id for spec in specs})
+    edges = [
+        {"task_id": spec.id, "depends_on_task_id": id_of[key]} for spec in specs for key in spec.depends_on
+    ]
+    if edges:
+        conn.execute(sa.insert(task_dependencies), edges)
 
 
 def _change_tasks(conn: sa.Connection, changes: Any, now: datetime) -> None:

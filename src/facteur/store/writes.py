@@ -27,9 +27,9 @@ from facteur.clock import Clock
 from facteur.domain.events import Event, NewEvent, seal
 from facteur.domain.ideas import Idea
 from facteur.domain.runs import Run
-from facteur.domain.stages import Stage
 from facteur.errors import Conflict, NotFound, StoreError
 from facteur.store.compiled import Codec
+from facteur.store.orchestration import insert_tasks
 from facteur.store.port import (
     REPORT_SOURCE,
     Delivery,
@@ -52,7 +52,7 @@ from facteur.store.port import (
 from facteur.store.reports import report_changes
 from facteur.store.rows import new_idea, run_from_row
 from facteur.store.statements import statements
-from facteur.store.tables import approvals, ideas, plans, runs, task_dependencies, tasks
+from facteur.store.tables import approvals, ideas, plans, runs
 from facteur.store.writer import BatchHooks, Operation, SetOperation
 
 #: where a batch collects its events (``Connection.info`` outlives the transaction: popped at its end)
@@ -494,38 +494,7 @@ class Writes:
                 )
             )
         if creation.tasks:
-            conn.execute(
-                sa.insert(tasks),
-                [
-                    {
-                        "id": spec.id,
-                        "idea_id": draft.id,
-                        "key": spec.key,
-                        "title": spec.title,
-                        "stage": Stage.IMPLEMENTATION.value,
-                        "state": spec.state.value,
-                        "attempts": 0,
-                        "created_at": at,
-                        "updated_at": at,
-                        "description": spec.description,
-                        "acceptance_criteria": list(spec.acceptance_criteria),
-                        "paths": list(spec.paths),
-                        "heavy": spec.heavy,
-                        "plan_version": version,
-                        "position": position,
-                        "priority": draft.priority,
-                    }
-                    for position, spec in enumerate(creation.tasks)
-                ],
-            )
-            id_of = {spec.key: spec.id for spec in creation.tasks}
-            edges = [
-                {"task_id": spec.id, "depends_on_task_id": id_of[key]}
-                for spec in creation.tasks
-                for key in spec.depends_on
-            ]
-            if edges:
-                conn.execute(sa.insert(task_dependencies), edges)
+            insert_tasks(conn, draft.id, creation.tasks, at=at, plan_version=version, priority=draft.priority)
         self.enqueue(conn, [(message, at) for message in creation.messages])
         self.append_events(conn, [(event, at) for event in creation.events])
         return new_idea(draft, at, plan_version=version)
