@@ -905,7 +905,7 @@ async def test_a_planning_run_is_unsettled_while_its_idea_is_planning(store: Sto
 
 async def test_registered_ideas_without_tasks_are_to_plan(store: Store, clock: FakeClock) -> None:
     wanted = []
-    for source in (IdeaSource.API, IdeaSource.CLI, IdeaSource.DISCORD):
+    for source in (IdeaSource.API, IdeaSource.CLI):
         wanted.append(await an_idea(store, clock, state=IdeaState.REGISTERED, source=source, plan=False))
         clock.advance(1)
     # registered but with tasks, or past registration
@@ -919,8 +919,11 @@ async def test_registered_ideas_without_tasks_are_to_plan(store: Store, clock: F
 async def test_ideas_of_other_sources_are_not_planned_by_the_orchestrator(
     store: Store, clock: FakeClock
 ) -> None:
-    """GitHub issues are planned by the GitHub intake (orchestration.PLANNED_SOURCES)."""
+    """GitHub issues are planned by the GitHub intake; a Discord /plan names no repository
+    (domain.ideas.PLANNED_SOURCES)."""
     await an_idea(store, clock, state=IdeaState.REGISTERED, source=IdeaSource.GITHUB_ISSUE, plan=False)
+    clock.advance(1)
+    await an_idea(store, clock, state=IdeaState.REGISTERED, source=IdeaSource.DISCORD, plan=False)
     clock.advance(1)
     await an_idea(store, clock, state=IdeaState.REGISTERED, source=IdeaSource.INCIDENT, plan=False)
     clock.advance(1)

@@ -17,9 +17,10 @@ class IdeaSource(StrEnum):
     INCIDENT = "incident"
 
 
-#: the sources whose ideas the orchestrator plans itself (ideas from GitHub issues are planned through the
-#: GitHub intake, as Froussard does; incidents come with remediation work of their own)
-PLANNED_SOURCES: frozenset[IdeaSource] = frozenset({IdeaSource.API, IdeaSource.CLI, IdeaSource.DISCORD})
+#: the sources whose ideas the orchestrator plans itself. Ideas from GitHub issues are planned through the
+#: GitHub intake, as Froussard does; a Discord ``/plan`` names no repository and goes to the bus as a
+#: ``CommandEvent``, as in the seeds; incidents come with remediation work of their own.
+PLANNED_SOURCES: frozenset[IdeaSource] = frozenset({IdeaSource.API, IdeaSource.CLI})
 
 
 class IdeaState(StrEnum):

@@ -567,7 +567,7 @@ async def test_a_run_that_failed_without_its_reaction_has_its_task_retried(world
 # --- ideas whose planning never started -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", [IdeaSource.API, IdeaSource.CLI, IdeaSource.DISCORD])
+@pytest.mark.parametrize("source", [IdeaSource.API, IdeaSource.CLI])
 async def test_an_idea_registered_without_a_plan_gets_its_planning_run(
     world: World, source: IdeaSource
 ) -> None:
