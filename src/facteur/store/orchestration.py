@@ -290,7 +290,8 @@ class Orchestration:
             conn.execute(
                 sa.select(tasks.c.id)
                 .where(
-                    sa.text("tasks.state = 'queued'"),
+                    _ACTIVE,  # the partial index's terms, then the narrower one
+                sa.text("tasks.state = 'queued'"),
                     tasks.c.claim_expires_at <= now,
                     sa.exists().where(
                         runs.c.task_id == tasks.c.id,
@@ -367,12 +368,14 @@ def read_dependencies(conn: sa.Connection, task_id: uuid.UUID) -> tuple[Dependen
     if not deps:
         return ()
     last: dict[uuid.UUID, Any] = {}
+    # by the task index (a status filter in SQL let SQLite walk every succeeded run instead)
     for row in conn.execute(
-        sa.select(runs.c.task_id, runs.c.branch, runs.c.summary)
-        .where(runs.c.task_id.in_([d.id for d in deps]), runs.c.status == RunStatus.SUCCEEDED.value)
+        sa.select(runs.c.task_id, runs.c.status, runs.c.branch, runs.c.summary)
+        .where(runs.c.task_id.in_([d.id for d in deps]))
         .order_by(runs.c.created_at, runs.c.attempt)
     ):
-        last[row.task_id] = row
+        if row.status == RunStatus.SUCCEEDED.value:
+            last[row.task_id] = row
     return tuple(
         Dependency(
             key=d.key,

@@ -74,7 +74,6 @@ tasks = sa.Table(
     #: the idea's priority (0 highest), so that ready tasks are ordered by an index
     sa.Column("priority", sa.SmallInteger, nullable=False, server_default=sa.text("2")),
     sa.UniqueConstraint("idea_id", "key"),
-    sa.Index(None, "state", "updated_at"),
 )
 _READY = tasks.c.state == "ready"
 #: the scheduler's walk: ready tasks in dispatch order, without reading the others

@@ -1,4 +1,5 @@
-"""scheduling: tasks carry their idea's priority; indexes of ready and active tasks
+"""scheduling: tasks carry their idea's priority; indexes of ready and active tasks replace the index on
+(state, updated_at), which SQLite's planner preferred to them (then sorting every ready task)
 
 Revision ID: 0004
 Revises: 0003
@@ -22,6 +23,7 @@ def upgrade() -> None:
             sa.Column("priority", sa.SmallInteger(), nullable=False, server_default=sa.text("2"))
         )
     op.execute("UPDATE tasks SET priority = (SELECT priority FROM ideas WHERE ideas.id = tasks.idea_id)")
+    op.drop_index("ix_tasks_state_updated_at", table_name="tasks")
     op.create_index(
         "ix_tasks_ready",
         "tasks",
@@ -41,5 +43,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_tasks_active", table_name="tasks")
     op.drop_index("ix_tasks_ready", table_name="tasks")
+    op.create_index("ix_tasks_state_updated_at", "tasks", ["state", "updated_at"])
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("priority")
