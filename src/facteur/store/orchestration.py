@@ -291,7 +291,7 @@ class Orchestration:
                 sa.select(tasks.c.id)
                 .where(
                     _ACTIVE,  # the partial index's terms, then the narrower one
-                sa.text("tasks.state = 'queued'"),
+                    sa.text("tasks.state = 'queued'"),
                     tasks.c.claim_expires_at <= now,
                     sa.exists().where(
                         runs.c.task_id == tasks.c.id,
