@@ -311,7 +311,12 @@ def plan_version(
 
 
 def _plan_body(plan: Path) -> dict[str, Any]:
-    text = plan.read_text(encoding="utf-8")
+    try:
+        text = plan.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{plan} is not UTF-8 text: {exc}", 2)
+    except OSError as exc:
+        fail(f"cannot read {plan}: {exc.strerror}", 2)
     if plan.suffix.lower() != ".json":
         return {"plan": text}
     try:

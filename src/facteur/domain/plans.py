@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Any
 
 from facteur.domain.markdown import CLOSING, LIST_ITEM, Fences, atx_heading, heading_name, quote
+from facteur.domain.stages import Stage
 from facteur.domain.untrusted import PLAN_MARKER, clean, collapse
 from facteur.errors import InvalidInput
 
@@ -52,6 +53,9 @@ READY_CHECKLIST_SECTION = "Ready Checklist"
 #: a task key: 1 to 63 lower-case letters, digits, ``-`` and ``_``, starting with a letter or a digit
 KEY_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
 #: written for "no dependencies" and "no paths"; it is therefore not a key, nor a path
+#: keys of the tasks an idea's stages create (``planning``, …): a plan task cannot take them
+RESERVED_KEYS: frozenset[str] = frozenset(stage.value for stage in Stage)
+
 NONE = "none"
 #: the text of a prose section a JSON plan leaves out (the Ready Checklist gets the template's items instead)
 NOT_PROVIDED = "_Not provided._"
@@ -563,6 +567,11 @@ def _task_problems(number: int, task: PlanTask) -> list[str]:
         )
     elif task.key == NONE:
         problems.append(f"{who}: `{NONE}` cannot be a key (it means \u201cno dependencies\u201d)")
+    elif task.key in RESERVED_KEYS:
+        problems.append(
+            f"{who}: `{task.key}` is reserved (the tasks of an idea's stages use the stage names): "
+            f"choose another key"
+        )
     if not task.title:
         problems.append(f"{who} has no title: write it after the key, as in `#### <key> \u2014 <title>`")
     elif "\n" in task.title:

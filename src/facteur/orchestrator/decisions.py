@@ -284,7 +284,7 @@ def decide_approval(
     )
     draft.event(f"approval.{decision}", {"plan_version": chosen, "by": by, "reason": reason})
     if not approve:
-        draft.move_idea(IdeaState.CANCELLED, "rejected", reason=reason)
+        _end(draft, IdeaState.CANCELLED, "rejected", reason or f"plan rejected by {by}")
         return draft.change(approval=approval)
     draft.move_idea(IdeaState.AWAITING_DEPENDENCIES, "approved", plan_version=chosen)
     draft.new_tasks = tasks_from_plan(plan_from_json(versions[chosen].document), new_id)
@@ -340,6 +340,7 @@ def settle_run(
     policy: RetryPolicy,
     pipeline: Pipeline,
     planning_run: PlanningRun,
+    stored_plan: Callable[[Draft, int], IdeaChange] | None = None,
 ) -> IdeaChange:
     """React to a run's status: its task starts, succeeds (its dependents become ready; the idea moves on
     when every task is done) or fails (retried after a back-off while attempts remain, then the idea fails
@@ -361,6 +362,10 @@ def settle_run(
         draft.move_task(task, TaskState.RUNNING, "started", detail={"run": str(run.id)})
     elif run.status is RunStatus.SUCCEEDED:
         if planning:
+            sent = [p for p in draft.detail.plans if p.source == "run" and p.created_at >= run.created_at]
+            if sent and stored_plan is not None:  # its plan was stored, the reaction to it was lost
+                draft.move_task(task, TaskState.SUCCEEDED, "completed", detail={"run": str(run.id)})
+                return stored_plan(draft, sent[-1].version)
             why = "the planning run ended without sending a valid plan"
             return _task_failed(draft, task, run, policy, planning_run, why=why)
         draft.move_task(task, TaskState.SUCCEEDED, "completed", detail={"run": str(run.id)})
@@ -380,7 +385,8 @@ def _task_failed(
     draft: Draft, task: Task, run: Run, policy: RetryPolicy, planning_run: PlanningRun, *, why: str
 ) -> IdeaChange:
     planning = task.stage == Stage.PLANNING.value
-    attempts = max(task.attempts, run.attempt)
+    # a plan task's budget is its own count (an operator's retry renews it); a planning task counts runs
+    attempts = task.attempts if task.plan_version is not None else max(task.attempts, run.attempt)
     if attempts < policy.max_attempts:
         draft.move_task(task, TaskState.FAILED, "failed", detail={"run": str(run.id), "reason": why})
         if planning:  # planned again at once: the planning run is not a scheduled task
@@ -486,7 +492,17 @@ def retry_task(draft: Draft, task_id: uuid.UUID, *, by: str, reason: str | None 
     task = _own_task(draft, task_id)
     if draft.idea.state in {IdeaState.COMPLETED, IdeaState.FAILED, IdeaState.CANCELLED}:
         raise Refused(f"idea {draft.idea.id} is {draft.idea.state.value}: its tasks cannot be retried")
+    if task.plan_version is None:
+        raise Refused(
+            f"task {task.key} is not a task of the idea's plan: it follows its run, and is not retried"
+        )
     done = {t.key for t in draft.tasks.values() if t.state is TaskState.SUCCEEDED}
+    cancelled = sorted(k for k in draft.depends[task.id] if _key_state(draft, k) is TaskState.CANCELLED)
+    if task.state is TaskState.BLOCKED and cancelled:
+        raise Refused(
+            f"task {task.key} depends on cancelled task(s) {', '.join(cancelled)}: "
+            "it can never run; cancel it"
+        )
     if task.state is TaskState.FAILED:
         draft.move_task(task, TaskState.READY, "retry", attempts=0, detail={"by": by, "reason": reason})
     elif task.state is TaskState.BLOCKED:
@@ -535,7 +551,16 @@ def cancel_task(
                 detail={"reason": f"depends on cancelled task {task.key}"},
             )
     _advance_if_done(draft, pipeline)
+    moving = {TaskState.PENDING, TaskState.READY, TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED}
+    left = [t for t in draft.plan_tasks() if t.state is not TaskState.SUCCEEDED]
+    if draft.state is IdeaState.RUNNING_TASKS and left and not any(t.state in moving for t in left):
+        blocked_keys = sorted(t.key for t in left if t.state is TaskState.BLOCKED)
+        draft.event("idea.stalled", {"reason": "what is left is blocked", "blocked": blocked_keys})
     return draft.change()
+
+
+def _key_state(draft: Draft, key: str) -> TaskState | None:
+    return next((t.state for t in draft.tasks.values() if t.key == key), None)
 
 
 def _dependents(draft: Draft, key: str) -> set[str]:

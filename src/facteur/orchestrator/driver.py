@@ -77,6 +77,7 @@ class Driver:
                     policy=self.policy,
                     pipeline=self._settings.pipeline_of(draft.idea.repository),
                     planning_run=self._planning_run(draft),
+                    stored_plan=self._apply_stored_plan,
                 ),
                 actor="orchestrator",
                 run_id=run.id,
@@ -88,21 +89,10 @@ class Driver:
 
     async def plan_received(self, idea_id: uuid.UUID, version: int) -> None:
         """A planning run sent a valid plan (stored as ``version``): through the approval gate."""
-
-        def decide(draft: Draft) -> IdeaChange:
-            stored = next((p for p in draft.detail.plans if p.version == version), None)
-            if stored is None:
-                return draft.change()
-            return decisions.receive_plan(
-                draft,
-                version=version,
-                plan=plan_from_json(stored.document),
-                need=self._need(draft.detail),
-                new_id=self._ids.new_id,
-            )
-
         try:
-            await self._change(idea_id, decide, actor="orchestrator")
+            await self._change(
+                idea_id, lambda draft: self._apply_stored_plan(draft, version), actor="orchestrator"
+            )
         except FacteurError as exc:
             logger.warning("plan not applied: idea=%s version=%s error=%s", idea_id, version, exc)
 
@@ -246,6 +236,18 @@ class Driver:
     async def _stop(self, run_id: uuid.UUID) -> None:
         run = await self._store.get_run(run_id)
         await stop_workflow(self._dispatcher, run)
+
+    def _apply_stored_plan(self, draft: Draft, version: int) -> IdeaChange:
+        stored = next((p for p in draft.detail.plans if p.version == version), None)
+        if stored is None:
+            return draft.change()
+        return decisions.receive_plan(
+            draft,
+            version=version,
+            plan=plan_from_json(stored.document),
+            need=self._need(draft.detail),
+            new_id=self._ids.new_id,
+        )
 
     def _planning_run(self, draft: Draft) -> Callable[[Task, int], Any]:
         return lambda task, attempt: self._bodies.planning(

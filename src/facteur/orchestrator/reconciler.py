@@ -4,7 +4,8 @@ One replica at a time (the ``reconciler`` lease) and every ``scheduler.reconcile
 
 - asks the executor about runs in flight and records what it says: a workflow that failed or vanished
   without a callback makes its run ``failed`` or ``lost``, and its task is retried;
-- marks stuck the running runs silent for ``scheduler.heartbeat_timeout_seconds`` (event ``run.stuck``,
+- marks stuck the running runs that report but fell silent for ``scheduler.heartbeat_timeout_seconds``
+  (event ``run.stuck``,
   metric ``facteur_runs_stuck_total``) and retries them (the run times out) or cancels them, per
   ``scheduler.stuck_action``;
 - re-applies the end of runs whose reaction was lost (the process stopped between the two transactions);
@@ -112,7 +113,9 @@ class Reconciler:
         return result
 
     def _silent(self, run: Run, now: datetime) -> bool:
-        last = run.heartbeat_at or run.started_at or run.submitted_at
+        """A run that reports (it sent a callback) and has been silent too long. Runs that never report
+        (Froussard's stage runners) are judged by their executor's word only."""
+        last = run.heartbeat_at
         return last is not None and (now - last).total_seconds() > self._settings.heartbeat_timeout_seconds
 
     async def _stuck(self, run: Run, now: datetime) -> None:

@@ -62,7 +62,7 @@ class RunBodies:
 
     def implementation(self, candidate: ClaimCandidate, now: datetime) -> NewRun:
         idea, task = candidate.idea, candidate.task
-        attempt = task.attempts + 1
+        attempt = candidate.runs + 1  # the run's number; the attempt budget is the task's own count
         spec = task_document(task)
         spec["dependsOn"] = [d.key for d in candidate.dependencies]
         body = self._common(idea, Stage.IMPLEMENTATION, head=task_branch(idea, task.key, prefix=self._prefix))

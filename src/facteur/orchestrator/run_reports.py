@@ -44,7 +44,15 @@ class RunReports:
         now = self._clock.now()
         plan: PlanVersionDraft | None = None
         problems: tuple[str, ...] = ()
+        refusal = "invalid plan"
         if event.type is ReportType.PLAN:
+            assert event.markdown is not None
+            run = await self._store.get_run(run_id)  # NotFound for an unknown run
+            if run.status in _STOPPED:
+                # a run stopped (by a person, a plan in hand, the reconciler) has no say over the plan
+                refusal = "plan not taken"
+                problems = (f"run {run_id} was {run.status.value} before its plan arrived",)
+        if event.type is ReportType.PLAN and not problems:
             assert event.markdown is not None
             try:
                 parsed = parse_plan(event.markdown)
@@ -83,7 +91,7 @@ class RunReports:
             if outcome.plan_version is not None:
                 response["planVersion"] = outcome.plan_version
             if problems:
-                response["error"] = "invalid plan"
+                response["error"] = refusal
                 response["problems"] = list(problems)
             return IngestEffects(response=response, events=events, messages=messages)
 
@@ -114,6 +122,9 @@ class RunReports:
             body.get("runStatus"),
         )
         return ReportAnswer(status, body)
+
+
+_STOPPED = frozenset({RunStatus.CANCELLED, RunStatus.TIMED_OUT, RunStatus.LOST})
 
 
 def _changes(event: RunReportEvent) -> dict[str, Any]:

@@ -13,6 +13,8 @@ deterministic workflow name, so no run is ever started twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import logging
 import time
 from dataclasses import dataclass
@@ -71,7 +73,8 @@ class Scheduler:
             max_heavy=settings.max_heavy,
         )
         self._wake = asyncio.Event()
-        self._due: datetime | None = None
+        #: back-off ends still to come (a heap)
+        self._due: list[datetime] = []
         self.passes = 0
         self.dispatched = 0
 
@@ -80,9 +83,9 @@ class Scheduler:
         self._wake.set()
 
     def wake_at(self, at: datetime) -> None:
-        """Run a pass at ``at`` (a back-off's end) unless one runs before."""
-        if self._due is None or at < self._due:
-            self._due = at
+        """Run a pass at ``at`` (a back-off's end); every such time is kept until it has passed."""
+        heapq.heappush(self._due, at)
+        if self._due[0] == at:
             self._wake.set()  # recompute the wait
 
     async def run(self) -> None:
@@ -95,17 +98,15 @@ class Scheduler:
                 logger.warning("scheduling pass failed: error=%s", exc)
                 await asyncio.sleep(FAILURE_PAUSE_SECONDS)
             timeout = self._settings.poll_seconds
-            if self._due is not None:
-                until_due = (self._due - self._clock.now()).total_seconds()
-                if until_due <= 0:
-                    self._due = None
-                    continue
-                timeout = min(timeout, until_due)
-            try:
+            now = self._clock.now()
+            if self._due and self._due[0] <= now:
+                while self._due and self._due[0] <= now:  # this pass served them
+                    heapq.heappop(self._due)
+                continue
+            if self._due:
+                timeout = min(timeout, (self._due[0] - now).total_seconds())
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                if self._due is not None and self._due <= self._clock.now():
-                    self._due = None
 
     async def pass_once(self) -> PassResult:
         """Claim what the limits allow and submit the runs."""

@@ -552,6 +552,7 @@ class MemoryStore:
                 task
                 for task in self.tasks.values()
                 if task.state is TaskState.READY
+                and task.plan_version is not None
                 and not self.ideas[task.idea_id].paused
                 and self.ideas[task.idea_id].state in _SCHEDULED
             ),
@@ -574,6 +575,7 @@ class MemoryStore:
                 idea=idea,
                 dependencies=self._dependencies(task),
                 plan_markdown=self._plan_markdown(idea),
+                runs=sum(1 for run in self.runs.values() if run.task_id == task.id),
             )
             outcome = request.build(candidate)
             _check_keys(outcome.messages)

@@ -246,6 +246,9 @@ class Orchestration:
                         idea=idea,
                         dependencies=read_dependencies(conn, task.id),
                         plan_markdown=plans_seen[task.idea_id],
+                        runs=conn.execute(
+                            sa.select(sa.func.count()).select_from(runs).where(runs.c.task_id == task.id)
+                        ).scalar_one(),
                     )
                 )
                 _change_tasks(
@@ -327,6 +330,7 @@ def _ready_page(conn: sa.Connection, now: datetime, after: tuple[Any, ...] | Non
         .join(ideas, ideas.c.id == tasks.c.idea_id)
         .where(
             _READY,
+            tasks.c.plan_version.is_not(None),
             ideas.c.paused.is_(False),
             ideas.c.state.in_(_SCHEDULED_IDEAS),
             sa.or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),

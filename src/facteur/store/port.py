@@ -410,6 +410,8 @@ class ClaimCandidate:
     dependencies: tuple[Dependency, ...]
     #: the approved plan (markdown), None when the idea has none
     plan_markdown: str | None
+    #: how many runs the task had (its next run is number ``runs + 1``, also after an operator's retry)
+    runs: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

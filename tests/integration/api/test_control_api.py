@@ -534,9 +534,12 @@ async def test_task_retry_and_cancel_refuse_what_the_state_does_not_allow(databa
         assert_error(
             await post(running, f"/api/v1/tasks/{tasks['a']['id']}/cancel"), 409, "task a is cancelled"
         )
-        # c, blocked, may be retried: it waits for its dependencies again
-        retried = await ok(running, f"/api/v1/tasks/{tasks['c']['id']}/retry")
-        assert task_states(retried)["c"] == "pending"
+        # c, blocked by a cancelled dependency, can never run: a retry is refused and says so
+        assert_error(
+            await post(running, f"/api/v1/tasks/{tasks['c']['id']}/retry"),
+            409,
+            "task c depends on cancelled task(s) a",
+        )
 
 
 async def test_cancelling_the_last_open_task_moves_the_idea_on(database_url: str) -> None:

@@ -318,8 +318,8 @@ async def test_task_cancel_blocks_dependents_and_retry_refuses_a_ready_task(cli:
     shown = await cli.json("idea", "show", idea["id"])
     assert states(shown) == {"a": "cancelled", "b": "ready", "c": "blocked"}
 
-    retried = await cli.json("task", "retry", task_id(idea, "c"), "--by", "alice")
-    assert states(retried)["c"] == "pending" and retried["id"] == idea["id"]
+    refused_c = await cli("task", "retry", task_id(idea, "c"), "--by", "alice")
+    assert refused_c.exit_code == 2 and "task c depends on cancelled task(s) a" in refused_c.stderr
     as_json = await cli.json("task", "cancel", task_id(idea, "b"), "--reason", "also")
     assert states(as_json) == {"a": "cancelled", "b": "cancelled", "c": "blocked"}
     again = await cli("task", "cancel", task_id(idea, "a"))

@@ -676,3 +676,10 @@ def test_the_example_in_the_planning_prompt_parses() -> None:
     plan = parse_plan(filled)
     assert plan.keys == ("search-index", "search-cache")
     assert plan.task("search-cache").paths == ("src/search/cache.py", "tests/search/test_cache.py")
+
+
+def test_stage_names_are_reserved_keys() -> None:
+    document = {"tasks": [{"key": "planning", "title": "Plan", "acceptance_criteria": ["done"]}]}
+    with pytest.raises(InvalidPlan) as caught:
+        plan_from_json(document)
+    assert any("`planning` is reserved" in problem for problem in caught.value.problems)

@@ -3,6 +3,7 @@ runs start, end and fail, when plans arrive, and when people approve, pause, can
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -26,6 +27,7 @@ from facteur.runtime import Runtime, build_runtime
 from facteur.settings import load_settings
 from facteur.store.memory import MemoryStore
 from facteur.store.port import IdeaDetail
+from tests.contract.test_store import make_ingest
 from tests.support.fakes import FakeClock, SequentialIds
 
 
@@ -191,9 +193,11 @@ async def test_block_policy_keeps_the_idea_and_a_person_retries() -> None:
         task = world.store.tasks[run.task_id]
         assert (task.state, task.attempts) == (TaskState.READY, 0)
         [again] = [r for r in await world.dispatch() if r.id != run.id]
-        assert again.attempt == 1
+        assert again.attempt == 2  # runs are numbered on; the budget is the task's own count
         with pytest.raises(Conflict, match="only a failed or blocked task can be retried"):
             await world.runtime.driver.retry_task(run.task_id, by="ops")
+        await world.end(again, "succeeded", event="again")  # the retry's run settles the task
+        assert (await world.detail(idea_id)).idea.state is IdeaState.COMPLETED
 
 
 async def test_an_old_attempts_late_end_changes_nothing(world: World) -> None:
@@ -351,3 +355,52 @@ async def test_a_plan_from_a_person_stops_the_planning_run_and_its_task_cannot_b
     # the planning run's own end, arriving late, changes nothing
     await world.runtime.driver.run_changed(world.store.runs[planning.id])
     assert await world.states(idea_id) == {"planning": "cancelled", "a": "ready"}
+
+
+async def test_a_stored_plan_whose_reaction_was_lost_is_applied_when_its_run_ends(world: World) -> None:
+    idea_id = await world.submit(None)
+    [run] = (await world.detail(idea_id)).runs
+    world.runtime.run_reports.on_plan = None  # the process stops between storing the plan and reacting
+    markdown = render_plan(plan_from_json(plan(("a", []))))
+    answer = await world.runtime.run_reports.receive(
+        run.id, parse_report({"id": "p", "type": "plan", "markdown": markdown})
+    )
+    assert answer.body["planVersion"] == 1
+    assert (await world.detail(idea_id)).idea.state is IdeaState.PLANNING
+    await world.end(run)  # not "ended without a plan": the stored plan goes through the gate
+    detail = await world.detail(idea_id)
+    assert detail.idea.state is IdeaState.AWAITING_DEPENDENCIES and len(detail.runs) == 1
+    assert await world.states(idea_id) == {"planning": "succeeded", "a": "ready"}
+
+
+async def test_a_stopped_runs_plan_is_not_taken_and_a_rejection_stops_planning() -> None:
+    async for world in make_world(FACTEUR_APPROVALS__REQUIRED="true"):
+        driver = world.runtime.driver
+        idea_id = await world.submit(None)
+        [run] = (await world.detail(idea_id)).runs
+        markdown = render_plan(plan_from_json(plan(("a", []))))
+        sent = await world.runtime.run_reports.receive(
+            run.id, parse_report({"id": "p", "type": "plan", "markdown": markdown})
+        )
+        assert sent.status == 202 and (await world.detail(idea_id)).idea.state is IdeaState.AWAITING_APPROVAL
+        await driver.approve(idea_id, approve=False, version=None, by="ana", reason="no")
+        detail = await world.detail(idea_id)
+        assert detail.idea.state is IdeaState.CANCELLED
+        assert world.store.runs[run.id].status is RunStatus.CANCELLED  # the planning run is stopped too
+        late = await world.runtime.run_reports.receive(
+            run.id, parse_report({"id": "p2", "type": "plan", "markdown": markdown})
+        )
+        assert (late.status, late.body["error"]) == (422, "plan not taken")
+        assert len((await world.detail(idea_id)).plans) == 1
+
+
+async def test_the_scheduler_leaves_tasks_outside_the_plan_alone(world: World) -> None:
+    ingested = await world.store.ingest(make_ingest(world.clock, delivery_id="froussard-1"))
+    assert ingested.ids is not None
+    task = world.store.tasks[ingested.ids.task_id]
+    world.store.tasks[task.id] = dataclasses.replace(task, state=TaskState.READY)
+    idea = world.store.ideas[ingested.ids.idea_id]
+    world.store.ideas[idea.id] = dataclasses.replace(idea, state=IdeaState.RUNNING_TASKS)
+    assert await world.dispatch() == []
+    with pytest.raises(Conflict, match="not a task of the idea's plan"):
+        await world.runtime.driver.retry_task(task.id, by="ops")
