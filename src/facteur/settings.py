@@ -479,6 +479,120 @@ class SchedulerSettings(_Section):
     claim_seconds: float = Field(default=60.0, ge=1, le=3600)
 
 
+class AgentPriceSettings(_Section):
+    """One model's price, in USD per million tokens."""
+
+    input_usd_per_million: float = Field(ge=0)
+    output_usd_per_million: float = Field(ge=0)
+    #: cached input tokens; unset, they cost the input price
+    cached_input_usd_per_million: float | None = Field(default=None, ge=0)
+
+
+class AgentSettings(_Section):
+    """The coding agent a stage run drives (docs/agents.md)."""
+
+    kind: Literal["codex", "claude", "command"] = "codex"
+    #: the program, split like a shell line (no shell runs it); default ``codex`` or ``claude``; required
+    #: for ``command``
+    command: str | None = None
+    #: codex ``--model``, claude ``--model``; command: ``FACTEUR_AGENT_MODEL``; also picks the price
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]*$")
+    #: more arguments after Facteur's own (a list, or one string split like a shell line)
+    extra_args: list[str] = Field(default_factory=list)
+    #: codex ``--sandbox``
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "workspace-write"
+    #: codex ``approval_policy`` (a run has nobody to ask: keep ``never``)
+    approval_policy: Literal["untrusted", "on-failure", "on-request", "never"] = "never"
+    #: codex ``--dangerously-bypass-approvals-and-sandbox`` instead of sandbox and approval_policy (only
+    #: inside an isolated container, as the seeds' pods do)
+    bypass_sandbox: bool = False
+    #: claude ``--permission-mode``
+    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "acceptEdits"
+    #: claude ``--allowedTools`` (a list, or one comma-separated string)
+    allowed_tools: list[str] = Field(default_factory=list)
+    #: no output for this long: the agent's process group is killed (timed out); 0 disables
+    idle_timeout_seconds: float = Field(default=1800.0, ge=0)
+    #: an agent still running this long after its final event is terminated
+    grace_seconds: float = Field(default=120.0, ge=0)
+    #: the longest a run of the agent may take; 0 disables
+    timeout_seconds: float = Field(default=14_400.0, ge=0)
+    #: between SIGTERM and SIGKILL when the agent's process group is stopped
+    terminate_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: per model (exact name, longest prefix, or ``*``): USD per million tokens
+    prices: dict[str, AgentPriceSettings] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def _command_line(cls, value: str | None) -> str | None:
+        import shlex
+
+        if value is None:
+            return None
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split like a shell line: {exc}") from None
+        if not argv:
+            raise ValueError("is empty: name the program to run, or leave it unset")
+        return value
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _split_args(cls, value: Any) -> Any:
+        import shlex
+
+        if isinstance(value, str):
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"cannot be split like a shell line: {exc}") from None
+        return value
+
+    @field_validator("allowed_tools", mode="before")
+    @classmethod
+    def _split_tools(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_tools")
+    @classmethod
+    def _tool_names(cls, value: list[str]) -> list[str]:
+        bad = [tool for tool in value if not tool.strip() or tool.startswith("-")]
+        if bad:
+            raise ValueError(f"not tool names: {', '.join(repr(t) for t in bad)}")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _price_names(cls, value: dict[str, AgentPriceSettings]) -> dict[str, AgentPriceSettings]:
+        if any(not name.strip() for name in value):
+            raise ValueError("a model name is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentSettings:
+        if self.kind == "command" and self.command is None:
+            raise PydanticCustomError(
+                "agent_command_missing",
+                "agent.command is required when agent.kind is command: the program to run",
+            )
+        # arguments Facteur passes itself
+        own = {
+            "codex": "--json --experimental-json resume --last",
+            "claude": "-p --print --output-format --input-format --resume -r --continue -c",
+            "command": "",
+        }[self.kind].split()
+        repeated = [arg for arg in self.extra_args if arg.split("=", 1)[0] in own]
+        if repeated:
+            raise PydanticCustomError(
+                "agent_own_args",
+                "agent.extra_args repeats {args}: Facteur passes them itself for kind {kind}",
+                {"args": ", ".join(repeated), "kind": self.kind},
+            )
+        return self
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -494,6 +608,7 @@ class Settings(_Section):
     pipelines: dict[str, PipelineSettings] = Field(default_factory=dict)
     approvals: ApprovalSettings = ApprovalSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    agent: AgentSettings = AgentSettings()
 
     @field_validator("pipelines")
     @classmethod
