@@ -14,6 +14,7 @@ from facteur.cli.audit import app as audit_app
 from facteur.cli.common import ConfigOption, JsonOption, err, fail, settings_or_exit, setup_logging
 from facteur.cli.discord import app as discord_app
 from facteur.cli.ideas import app as idea_app
+from facteur.cli.progress import progress_comment
 from facteur.cli.tasks import app as task_app
 from facteur.errors import ConfigError, FacteurError
 
@@ -30,6 +31,7 @@ app.add_typer(discord_app, name="discord")
 app.add_typer(audit_app, name="audit")
 app.add_typer(idea_app, name="idea")
 app.add_typer(task_app, name="task")
+app.command("progress-comment")(progress_comment)
 
 
 @app.command()
