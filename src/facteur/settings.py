@@ -593,6 +593,118 @@ class AgentSettings(_Section):
         return self
 
 
+class TemplateSettings(_Section):
+    """The stage WorkflowTemplates ``facteur templates render`` writes (docs/templates.md)."""
+
+    #: image of the stage pods: Python, Facteur, git, Node.js and the codex CLI (deploy/docker)
+    image: str = Field(default="facteur-agent-runner:latest", pattern=r"^[^\s{}$]+$")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    #: the stage container's requests and limits (Kubernetes quantities; empty: not set)
+    cpu_request: str = Field(default="1", pattern=r"^([0-9]+(\.[0-9]+)?m?)?$")
+    memory_request: str = Field(default="2Gi", pattern=r"^([0-9]+(\.[0-9]+)?([kMGTPE]i?)?)?$")
+    cpu_limit: str = Field(default="4", pattern=r"^([0-9]+(\.[0-9]+)?m?)?$")
+    memory_limit: str = Field(default="8Gi", pattern=r"^([0-9]+(\.[0-9]+)?([kMGTPE]i?)?)?$")
+    #: environment variable of the stage container -> ``<secret>/<key>`` (``env.valueFrom.secretKeyRef``);
+    #: laid over these defaults, an empty value removes one
+    secrets: dict[str, str] = Field(
+        default_factory=lambda: {
+            "GH_TOKEN": "github-token/token",
+            "GITHUB_TOKEN": "github-token/token",
+            "OPENAI_API_KEY": "facteur-agent-keys/openai-api-key",
+            "ANTHROPIC_API_KEY": "facteur-agent-keys/anthropic-api-key",
+            "FACTEUR_API_TOKEN": "facteur-api-token/token",
+        }
+    )
+    #: variables of ``secrets`` a pod may start without (the secret or key is missing)
+    optional_secrets: list[str] = Field(
+        default_factory=lambda: ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FACTEUR_API_TOKEN"]
+    )
+    #: more plain environment variables of the stage container
+    env: dict[str, str] = Field(default_factory=dict)
+    #: uid and gid of the stage containers: the agent-runner image's user
+    run_as_user: int = Field(default=10001, ge=1)
+    #: a privileged Docker-in-Docker sidecar, reached at DOCKER_HOST=tcp://127.0.0.1:2375
+    docker_sidecar: bool = False
+    docker_image: str = Field(default="docker:27-dind", pattern=r"^[^\s{}$]+$")
+    #: the implementation workspace: a claim of this size per workflow (volumeClaimTemplates) …
+    resume_storage: str = Field(default="10Gi", pattern=r"^[0-9]+(\.[0-9]+)?([kMGTPE]i?)?$")
+    resume_storage_class: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    #: … or this existing claim, shared by every implementation run (ReadWriteMany)
+    resume_claim: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    #: stages whose workflows hold the semaphore
+    heavy_stages: list[str] = Field(default_factory=lambda: [Stage.IMPLEMENTATION.value])
+    #: ConfigMap holding the semaphore (rendered beside the templates); empty: no semaphore
+    semaphore_config_map: str = Field(
+        default="facteur-stage-semaphore", pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"
+    )
+    semaphore_key: str = Field(default="heavy", pattern=r"^[-._a-zA-Z0-9]+$")
+    #: workflows of heavy stages running at once
+    semaphore_limit: int = Field(default=4, ge=1)
+    #: Argo's retries of a stage pod within its workflow (the orchestrator retries tasks on its own)
+    retry_limit: int = Field(default=2, ge=0, le=20)
+    retry_policy: Literal["Always", "OnFailure", "OnError", "OnTransientError"] = "OnError"
+    #: first wait between retries (``30s``, ``2m``, ``1h``), multiplied by the factor each time
+    retry_backoff: str = Field(default="30s", pattern=r"^[0-9]+(s|m|h)?$")
+    retry_backoff_factor: int = Field(default=2, ge=1, le=10)
+
+    @field_validator("optional_secrets", "heavy_stages", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("secrets", "env")
+    @classmethod
+    def _variable_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)]
+        if bad:
+            raise ValueError(f"not environment variable names: {', '.join(repr(b) for b in bad)}")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_refs(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [
+            ref
+            for ref in value.values()
+            if ref and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+", ref)
+        ]
+        if bad:
+            raise ValueError(f"expected <secret>/<key>, not {', '.join(repr(b) for b in bad)}")
+        defaults = cls.model_fields["secrets"].get_default(call_default_factory=True)
+        return {name: ref for name, ref in {**defaults, **value}.items() if ref}
+
+    @field_validator("heavy_stages")
+    @classmethod
+    def _stages(cls, value: list[str]) -> list[str]:
+        known = {stage.value for stage in Stage}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown stage(s) {', '.join(unknown)}: expected some of {', '.join(sorted(known))}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TemplateSettings:
+        unknown = sorted(set(self.optional_secrets) - set(self.secrets))
+        if unknown and "optional_secrets" in self.model_fields_set:
+            raise PydanticCustomError(
+                "optional_secrets_unknown",
+                "templates.optional_secrets names {names}, not in templates.secrets",
+                {"names": ", ".join(unknown)},
+            )
+        both = sorted(set(self.env) & {*self.secrets, "DOCKER_HOST"})
+        if both:
+            raise PydanticCustomError(
+                "env_repeated",
+                "templates.env sets {names}, which the template sets itself (templates.secrets, DOCKER_HOST)",
+                {"names": ", ".join(both)},
+            )
+        return self
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -609,6 +721,7 @@ class Settings(_Section):
     approvals: ApprovalSettings = ApprovalSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     agent: AgentSettings = AgentSettings()
+    templates: TemplateSettings = TemplateSettings()
 
     @field_validator("pipelines")
     @classmethod
