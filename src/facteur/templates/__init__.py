@@ -1,0 +1,5 @@
+"""Deployment templates: the Argo WorkflowTemplates of the stages (``facteur templates render``).
+
+Kept free of imports, so that the init container's ``python3 -m facteur.templates.event_file`` loads
+nothing but that module.
+"""
