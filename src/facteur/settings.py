@@ -610,6 +610,8 @@ class TemplateSettings(_Section):
         default_factory=lambda: {
             "GH_TOKEN": "github-token/token",
             "GITHUB_TOKEN": "github-token/token",
+            # codex exec reads CODEX_API_KEY, other OpenAI clients OPENAI_API_KEY
+            "CODEX_API_KEY": "facteur-agent-keys/openai-api-key",
             "OPENAI_API_KEY": "facteur-agent-keys/openai-api-key",
             "ANTHROPIC_API_KEY": "facteur-agent-keys/anthropic-api-key",
             "FACTEUR_API_TOKEN": "facteur-api-token/token",
@@ -617,7 +619,7 @@ class TemplateSettings(_Section):
     )
     #: variables of ``secrets`` a pod may start without (the secret or key is missing)
     optional_secrets: list[str] = Field(
-        default_factory=lambda: ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FACTEUR_API_TOKEN"]
+        default_factory=lambda: ["CODEX_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FACTEUR_API_TOKEN"]
     )
     #: more plain environment variables of the stage container
     env: dict[str, str] = Field(default_factory=dict)

@@ -41,7 +41,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             "retry_limit": 0,
             "cpu_limit": "",
             "memory_limit": "",
-            "secrets": {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""},
+            "secrets": {"CODEX_API_KEY": "", "OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""},
             "optional_secrets": ["FACTEUR_API_TOKEN"],
         }
     },
@@ -180,6 +180,7 @@ def test_secrets_are_secret_key_refs_and_never_values() -> None:
                 "GH_TOKEN": "gh/token",
                 "OPENAI_API_KEY": "keys/openai",
                 "GITHUB_TOKEN": "",
+                "CODEX_API_KEY": "",
                 "ANTHROPIC_API_KEY": "",
                 "FACTEUR_API_TOKEN": "",
             },

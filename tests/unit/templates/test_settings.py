@@ -54,6 +54,7 @@ def test_secrets_are_laid_over_the_defaults() -> None:
     assert config.secrets == {
         "GH_TOKEN": "bot/pat",
         "GITHUB_TOKEN": "github-token/token",
+        "CODEX_API_KEY": "facteur-agent-keys/openai-api-key",
         "ANTHROPIC_API_KEY": "facteur-agent-keys/anthropic-api-key",
         "FACTEUR_API_TOKEN": "facteur-api-token/token",
         "SENTRY_DSN": "sentry/dsn",
