@@ -13,9 +13,11 @@ from facteur import __version__
 from facteur.cli.audit import app as audit_app
 from facteur.cli.common import ConfigOption, JsonOption, err, fail, settings_or_exit, setup_logging
 from facteur.cli.discord import app as discord_app
+from facteur.cli.discord_channel import discord_channel
 from facteur.cli.ideas import app as idea_app
 from facteur.cli.progress import progress_comment
 from facteur.cli.tasks import app as task_app
+from facteur.cli.templates import app as templates_app
 from facteur.errors import ConfigError, FacteurError
 
 app = typer.Typer(
@@ -31,7 +33,9 @@ app.add_typer(discord_app, name="discord")
 app.add_typer(audit_app, name="audit")
 app.add_typer(idea_app, name="idea")
 app.add_typer(task_app, name="task")
+app.add_typer(templates_app, name="templates")
 app.command("progress-comment")(progress_comment)
+app.command("discord-channel")(discord_channel)
 
 
 @app.command()
