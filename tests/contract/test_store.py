@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -397,3 +398,27 @@ async def test_chain_head_follows_the_last_event(store: Store) -> None:
     second = await store.append_event(NewEvent(kind="b", actor="t", payload={"x": 1}))
     assert await store.chain_head() == (second.seq, second.hash)
     assert second.prev_hash == first.hash
+
+
+async def test_list_runs_finished_after_keeps_the_runs_that_ended_since(
+    store: Store, clock: FakeClock
+) -> None:
+    ended = []
+    for number in range(3):
+        result = await store.ingest(
+            make_ingest(clock, delivery_id=f"d-{number}", source_ref=f"acme/w#{number}")
+        )
+        assert result.ids is not None
+        await store.update_run(
+            result.ids.run_id,
+            RunUpdate(status=RunStatus.CANCELLED, finished_at=clock.now()),
+            None,
+        )
+        ended.append(result.ids.run_id)
+        clock.advance(60)
+    live = await store.ingest(make_ingest(clock, delivery_id="d-live", source_ref="acme/w#9"))
+    assert live.ids is not None
+    since = clock.now() - timedelta(seconds=120)  # ended at +0, +60, +120; now is +180
+    found = await store.list_runs(statuses=(RunStatus.CANCELLED,), finished_after=since)
+    assert [run.id for run in found] == ended[1:]
+    assert await store.list_runs(finished_after=clock.now()) == []

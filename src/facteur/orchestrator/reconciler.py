@@ -10,7 +10,8 @@ One replica at a time (the ``reconciler`` lease) and every ``scheduler.reconcile
   ``scheduler.stuck_action``;
 - re-applies the end of runs whose reaction was lost (the process stopped between the two transactions);
 - starts planning for ideas registered without a plan whose planning run was never created;
-- takes over claims that expired before their run was submitted (a replica died) and submits those runs.
+- takes over claims that expired before their run was submitted (a replica died) and submits those runs;
+- stops again the workflows of runs stopped in the last ten minutes (or ten sweeps) that are still going.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from facteur.clock import Clock
 from facteur.domain.events import NewEvent
 from facteur.domain.runs import Run, RunStatus
 from facteur.errors import FacteurError
+from facteur.executors.port import WorkflowPhase, WorkflowRef
 from facteur.orchestrator.dispatch import Dispatcher, execution_message
 from facteur.orchestrator.driver import Driver, stop_workflow
 from facteur.settings import SchedulerSettings
@@ -34,6 +36,8 @@ LEASE = "reconciler"
 ACTOR = "reconciler"
 #: runs looked at per sweep and kind
 BATCH = 500
+#: how long after a run was stopped its workflow is checked for still going (at least ten sweeps)
+RESTOP_WINDOW_SECONDS = 600.0
 
 
 @dataclass
@@ -43,6 +47,8 @@ class SweepResult:
     resettled: int = 0
     planned: int = 0
     taken_over: int = 0
+    #: workflows of stopped runs found still going, and stopped again
+    restopped: int = 0
 
 
 class Reconciler:
@@ -76,6 +82,8 @@ class Reconciler:
             return None
         self.sweeps += 1
         result = SweepResult()
+        # runs stopped before this sweep (the ones it stops are looked at by the next)
+        result.restopped = await self._stop_again(now)
         executor = self._dispatcher.executor
         live = await self._store.list_runs(
             statuses=(RunStatus.SUBMITTED, RunStatus.RUNNING), dispatched_only=True, limit=BATCH
@@ -102,15 +110,47 @@ class Reconciler:
         for run in await self._store.stale_claims(self._holder, now=now, until=claim_until, limit=BATCH):
             if await self._dispatcher.dispatch(run.id) is not None:
                 result.taken_over += 1
-        if result.stuck or result.resettled or result.planned or result.taken_over:
+        if result.stuck or result.resettled or result.planned or result.taken_over or result.restopped:
             logger.info(
-                "reconciled: stuck=%s resettled=%s planned=%s taken_over=%s",
+                "reconciled: stuck=%s resettled=%s planned=%s taken_over=%s restopped=%s",
                 result.stuck,
                 result.resettled,
                 result.planned,
                 result.taken_over,
+                result.restopped,
             )
         return result
+
+    async def _stop_again(self, now: datetime) -> int:
+        """Runs stopped lately (cancelled, timed out) whose workflow is still going — the executor could not
+        be reached when they were stopped, or the process died before it asked — are stopped again."""
+        executor = self._dispatcher.executor
+        if executor.kind == "none":
+            return 0
+        since = now - timedelta(seconds=max(RESTOP_WINDOW_SECONDS, 10 * self._settings.reconcile_seconds))
+        stopped = await self._store.list_runs(
+            statuses=(RunStatus.CANCELLED, RunStatus.TIMED_OUT),
+            dispatched_only=True,
+            finished_after=since,
+            limit=BATCH,
+        )
+        again = 0
+        for run in stopped:
+            if run.executor != executor.kind or run.workflow_name is None:
+                continue
+            ref = WorkflowRef(executor.kind, run.namespace or executor.namespace, run.workflow_name)
+            try:
+                phase = (await executor.status(ref)).phase
+            except FacteurError as exc:
+                logger.warning("stopped run's workflow not checked: run=%s error=%s", run.id, exc)
+                continue
+            if phase in {WorkflowPhase.PENDING, WorkflowPhase.RUNNING}:
+                logger.warning(
+                    "stopped run's workflow still %s, stopping it again: run=%s", phase.value, run.id
+                )
+                await stop_workflow(self._dispatcher, run)
+                again += 1
+        return again
 
     def _silent(self, run: Run, now: datetime) -> bool:
         """A run that reports (it sent a callback) and has been silent too long. Runs that never report

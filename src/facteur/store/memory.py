@@ -215,6 +215,7 @@ class MemoryStore:
         statuses: Collection[RunStatus] = (),
         dispatched_only: bool = False,
         unclaimed_only: bool = False,
+        finished_after: datetime | None = None,
         limit: int = 100,
     ) -> list[Run]:
         self._check()
@@ -224,6 +225,9 @@ class MemoryStore:
             if (not statuses or run.status in statuses)
             and (not dispatched_only or run.executor is not None)
             and (not unclaimed_only or self.tasks[run.task_id].claimed_by is None)
+            and (
+                finished_after is None or (run.finished_at is not None and run.finished_at >= finished_after)
+            )
         ]
         selected.sort(key=lambda run: (run.created_at, run.id))
         return selected[:limit]

@@ -521,10 +521,12 @@ class Store(Protocol):
         statuses: Collection[RunStatus] = (),
         dispatched_only: bool = False,
         unclaimed_only: bool = False,
+        finished_after: datetime | None = None,
         limit: int = 100,
     ) -> list[Run]:
         """Runs, oldest first; ``dispatched_only`` keeps runs that have an executor, ``unclaimed_only`` the
-        runs of tasks no scheduler claimed (scheduled runs are resubmitted by :meth:`stale_claims`)."""
+        runs of tasks no scheduler claimed (scheduled runs are resubmitted by :meth:`stale_claims`),
+        ``finished_after`` the runs that ended at or after that time."""
         ...
 
     async def run_payload(self, run_id: uuid.UUID) -> tuple[bytes, bytes]:

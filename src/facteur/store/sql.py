@@ -277,6 +277,7 @@ class SqlStore:
         statuses: Collection[RunStatus] = (),
         dispatched_only: bool = False,
         unclaimed_only: bool = False,
+        finished_after: datetime | None = None,
         limit: int = 100,
     ) -> list[Run]:
         query = sa.select(runs).order_by(runs.c.created_at, runs.c.id).limit(limit)
@@ -284,6 +285,8 @@ class SqlStore:
             query = query.where(runs.c.status.in_([s.value for s in statuses]))
         if dispatched_only:
             query = query.where(runs.c.executor.is_not(None))
+        if finished_after is not None:
+            query = query.where(runs.c.finished_at >= finished_after)
         if unclaimed_only:
             claimed = sa.select(tasks.c.id).where(
                 tasks.c.id == runs.c.task_id, tasks.c.claimed_by.is_not(None)

@@ -697,3 +697,48 @@ async def test_one_replica_sweeps_while_it_holds_the_lease(world: World) -> None
     assert world.store.leases["reconciler"][0] == "replica-b"
     assert await first.sweep() is None
     assert first.sweeps == 2
+
+
+# --- stops that did not take -------------------------------------------------------------------------------
+
+
+class UnstoppableOnce(ScriptedExecutor):
+    """The first request to stop a workflow fails (the executor is away); the workflow keeps running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals = 1
+
+    async def cancel(self, ref: WorkflowRef) -> None:
+        self.cancels.append(ref)
+        if self.refusals:
+            self.refusals -= 1
+            raise ExecutorError("executor unreachable")
+        self.phases[ref.name] = WorkflowPhase.CANCELLED
+
+
+async def test_a_cancelled_runs_workflow_still_going_is_stopped_again() -> None:
+    async with make_world(UnstoppableOnce()) as world:
+        idea_id, run = await one_running_task(world, ("a", []))
+        world.executor.set_phase(run, WorkflowPhase.RUNNING)
+        await world.runtime.driver.cancel(idea_id, by="ops", reason="no")
+        assert world.run(run).status is RunStatus.CANCELLED and len(world.executor.cancels) == 1
+        world.clock.advance(RECONCILE)
+        assert (await world.sweep()).restopped == 1
+        assert len(world.executor.cancels) == 2
+        world.clock.advance(RECONCILE)
+        assert (await world.sweep()).restopped == 0  # now it is stopped: asked, left alone
+        assert len(world.executor.cancels) == 2
+
+
+async def test_a_stop_that_never_takes_is_given_up_after_the_window() -> None:
+    executor = UnstoppableOnce()
+    executor.refusals = 1000
+    async with make_world(executor) as world:
+        idea_id, run = await one_running_task(world, ("a", []))
+        world.executor.set_phase(run, WorkflowPhase.RUNNING)
+        await world.runtime.driver.cancel(idea_id, by="ops", reason="no")
+        world.clock.advance(RECONCILE)
+        assert (await world.sweep()).restopped == 1
+        world.clock.advance(3600)
+        assert (await world.sweep()).restopped == 0
