@@ -13,7 +13,7 @@ import json
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from facteur.domain.approvals import ApprovalNeed, approval_need
 from facteur.domain.ideas import is_repository
 from facteur.domain.lifecycle import DEFAULT_PIPELINE, Pipeline, pipeline_for
 from facteur.domain.stages import Stage
@@ -448,6 +449,16 @@ class ApprovalSettings(_Section):
     def _repositories(cls, value: dict[str, bool]) -> dict[str, bool]:
         _repository_keys(value, "approvals.repositories")
         return value
+
+    def need(self, repository: str, risk_labels: Collection[str]) -> ApprovalNeed:
+        """Whether a plan of an idea of ``repository`` with ``risk_labels`` waits for a person, and why."""
+        return approval_need(
+            repository=repository,
+            risk_labels=risk_labels,
+            required=self.required,
+            repositories=self.repositories,
+            high_risk_labels=self.high_risk_labels,
+        )
 
 
 class SchedulerSettings(_Section):

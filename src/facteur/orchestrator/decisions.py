@@ -11,7 +11,6 @@ tables (:mod:`facteur.domain.lifecycle`); a move the tables refuse raises
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,6 +64,34 @@ class Refused(Conflict):
     """A request that the idea's state does not allow (answered 409), with the reason."""
 
 
+def idea_moved(
+    idea_id: uuid.UUID, actor: str, current: IdeaState, target: IdeaState, trigger: str, **detail: Any
+) -> NewEvent:
+    """The ``idea.transition`` event of a move the idea table allows (raises :class:`IllegalTransition`
+    otherwise), with the states it skips."""
+    move = transition("idea", current, target, trigger)
+    payload: dict[str, Any] = {"from": current.value, "to": target.value, "trigger": trigger, **detail}
+    if move.skips:
+        payload["skipped"] = [state.value for state in move.skips]
+    return NewEvent(kind="idea.transition", actor=actor, payload=payload, idea_id=idea_id)
+
+
+def task_moved(task: Task, actor: str, target: TaskState, trigger: str, **detail: Any) -> NewEvent:
+    """The ``task.transition`` event of a move the task table allows (raises :class:`IllegalTransition`
+    otherwise)."""
+    transition("task", task.state, target, trigger)
+    payload: dict[str, Any] = {
+        "key": task.key,
+        "from": task.state.value,
+        "to": target.value,
+        "trigger": trigger,
+        **detail,
+    }
+    return NewEvent(
+        kind="task.transition", actor=actor, payload=payload, idea_id=task.idea_id, task_id=task.id
+    )
+
+
 class Draft:
     """A change being decided: the idea's and its tasks' states as the decisions so far leave them."""
 
@@ -108,33 +135,27 @@ class Draft:
         )
 
     def move_idea(self, target: IdeaState, trigger: str, **detail: Any) -> None:
-        move = transition("idea", self.state, target, trigger)
-        payload: dict[str, Any] = {"from": self.state.value, "to": target.value, "trigger": trigger, **detail}
-        if move.skips:
-            payload["skipped"] = [state.value for state in move.skips]
-        self.event("idea.transition", payload)
+        self.events.append(idea_moved(self.idea.id, self.actor, self.state, target, trigger, **detail))
         self.state = target
 
-    def move_task(self, task: Task, target: TaskState, trigger: str, **fields: Any) -> Task:
-        """Move a task (checked against the task table) and record it; ``fields`` are TaskChange fields."""
+    def move_task(
+        self,
+        task: Task,
+        target: TaskState,
+        trigger: str,
+        *,
+        attempts: int | None = None,
+        not_before: datetime | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """Move a task (checked against the task table) and record it; the claim is cleared."""
         current = self.tasks[task.id]
-        transition("task", current.state, target, trigger)
-        detail = {k: v for k, v in fields.pop("detail", {}).items() if v is not None}
-        change = TaskChange(
-            task_id=task.id,
-            state=target,
-            attempts=fields.get("attempts"),
-            not_before=fields.get("not_before"),
-            claimed_by=fields.get("claimed_by"),
-            claim_expires_at=fields.get("claim_expires_at"),
-        )
+        extra = {k: v for k, v in (detail or {}).items() if v is not None}
+        if not_before is not None:
+            extra["not_before"] = not_before.isoformat()
+        self.events.append(task_moved(current, self.actor, target, trigger, **extra))
+        change = TaskChange(task_id=task.id, state=target, attempts=attempts, not_before=not_before)
         self.task_changes[task.id] = change
-        payload: dict[str, Any] = {"key": current.key, "from": current.state.value, "to": target.value}
-        payload["trigger"] = trigger
-        if change.not_before is not None:
-            payload["not_before"] = change.not_before.isoformat()
-        payload.update(detail)
-        self.event("task.transition", payload, task_id=task.id)
         moved = _replace_task(current, change)
         self.tasks[task.id] = moved
         return moved
@@ -594,7 +615,3 @@ def _replace_task(task: Task, change: TaskChange) -> Task:
 
 def _fields(change: IdeaChange) -> dict[str, Any]:
     return {f.name: getattr(change, f.name) for f in dataclasses.fields(change)}
-
-
-def dumps(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()

@@ -293,11 +293,29 @@ class Dispatcher:
         if updated is not None and self.on_change is not None:
             await self.on_change(updated)
 
-    async def refresh(self, run: Run) -> WorkflowStatus | None:
-        """Ask the executor for a run's workflow status and record it."""
+    def workflow_ref(self, run: Run) -> WorkflowRef | None:
+        """The run's workflow on this executor; None when it has none here (never submitted, or another
+        executor's)."""
         if run.workflow_name is None or run.executor != self._executor.kind:
             return None
-        ref = WorkflowRef(self._executor.kind, run.namespace or self._executor.namespace, run.workflow_name)
+        return WorkflowRef(self._executor.kind, run.namespace or self._executor.namespace, run.workflow_name)
+
+    async def stop(self, run: Run) -> None:
+        """Ask the executor to stop the run's workflow; a failure is logged (the reconciler asks again)."""
+        ref = self.workflow_ref(run)
+        if ref is None:
+            return
+        try:
+            await self._executor.cancel(ref)
+            logger.info("workflow cancelled: run=%s workflow=%s", run.id, ref.name)
+        except ExecutorError as exc:
+            logger.warning("workflow not cancelled: run=%s workflow=%s error=%s", run.id, ref.name, exc)
+
+    async def refresh(self, run: Run) -> WorkflowStatus | None:
+        """Ask the executor for a run's workflow status and record it."""
+        ref = self.workflow_ref(run)
+        if ref is None:
+            return None
         status = await self._executor.status(ref)
         await self._record_status(run.id, status)
         return status

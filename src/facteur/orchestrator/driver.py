@@ -17,14 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from facteur.clock import Clock, Ids
-from facteur.domain.approvals import approval_need
+from facteur.domain.approvals import ApprovalNeed
 from facteur.domain.ideas import Idea, IdeaState
 from facteur.domain.lifecycle import IllegalTransition, refusal_event
 from facteur.domain.plans import parse_plan, plan_from_json, plan_to_json
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task
-from facteur.errors import ExecutorError, FacteurError
-from facteur.executors.port import WorkflowRef
+from facteur.errors import FacteurError
 from facteur.orchestrator import decisions
 from facteur.orchestrator.decisions import Draft, RetryPolicy
 from facteur.orchestrator.dispatch import Dispatcher
@@ -235,7 +234,7 @@ class Driver:
 
     async def _stop(self, run_id: uuid.UUID) -> None:
         run = await self._store.get_run(run_id)
-        await stop_workflow(self._dispatcher, run)
+        await self._dispatcher.stop(run)
 
     def _apply_stored_plan(self, draft: Draft, version: int) -> IdeaChange:
         stored = next((p for p in draft.detail.plans if p.version == version), None)
@@ -254,25 +253,6 @@ class Driver:
             draft.idea, draft.detail.spec, task, attempt, draft.now
         )
 
-    def _need(self, detail: IdeaDetail) -> Any:
-        approvals = self._settings.approvals
-        return approval_need(
-            repository=detail.idea.repository,
-            risk_labels=tuple(detail.spec.get("risk_labels") or ()),
-            required=approvals.required,
-            repositories=approvals.repositories,
-            high_risk_labels=approvals.high_risk_labels,
-        )
-
-
-async def stop_workflow(dispatcher: Dispatcher, run: Run) -> None:
-    """Ask the run's executor to stop its workflow (a run never submitted has none)."""
-    executor = dispatcher.executor
-    if run.workflow_name is None or run.executor != executor.kind:
-        return
-    ref = WorkflowRef(executor.kind, run.namespace or executor.namespace, run.workflow_name)
-    try:
-        await executor.cancel(ref)
-        logger.info("workflow cancelled: run=%s workflow=%s", run.id, run.workflow_name)
-    except ExecutorError as exc:
-        logger.warning("workflow not cancelled: run=%s workflow=%s error=%s", run.id, run.workflow_name, exc)
+    def _need(self, detail: IdeaDetail) -> ApprovalNeed:
+        risk_labels = tuple(detail.spec.get("risk_labels") or ())
+        return self._settings.approvals.need(detail.idea.repository, risk_labels)

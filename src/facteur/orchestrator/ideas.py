@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from facteur.clock import Clock, Ids
-from facteur.domain.approvals import approval_need
 from facteur.domain.events import NewEvent
 from facteur.domain.ideas import Idea, IdeaSource, IdeaState
 from facteur.domain.plans import Plan, parse_plan, plan_from_json, plan_to_json, render_plan
@@ -121,13 +120,7 @@ class Ideas:
                 draft,
                 version=1,
                 plan=plan,
-                need=approval_need(
-                    repository=submission.repository,
-                    risk_labels=submission.risk_labels,
-                    required=self._approvals.required,
-                    repositories=self._approvals.repositories,
-                    high_risk_labels=self._approvals.high_risk_labels,
-                ),
+                need=self._approvals.need(submission.repository, submission.risk_labels),
                 new_id=self._ids.new_id,
                 stored=PlanVersionDraft(source="api", markdown=markdown, document=plan_to_json(plan)),
             )

@@ -17,6 +17,7 @@ One replica at a time (the ``reconciler`` lease) and every ``scheduler.reconcile
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,9 +25,9 @@ from facteur.clock import Clock
 from facteur.domain.events import NewEvent
 from facteur.domain.runs import Run, RunStatus
 from facteur.errors import FacteurError
-from facteur.executors.port import WorkflowPhase, WorkflowRef
+from facteur.executors.port import WorkflowPhase
 from facteur.orchestrator.dispatch import Dispatcher, execution_message
-from facteur.orchestrator.driver import Driver, stop_workflow
+from facteur.orchestrator.driver import Driver
 from facteur.settings import SchedulerSettings
 from facteur.store.port import RunUpdate, Store
 
@@ -72,6 +73,8 @@ class Reconciler:
         self._topic = execution_topic
         #: runs this process found stuck (the ``facteur_runs_stuck_total`` counter)
         self.stuck_total = 0
+        #: stopped runs whose workflow was seen ended (within the re-stop window)
+        self._seen_stopped: set[uuid.UUID] = set()
         self.sweeps = 0
 
     async def sweep(self) -> SweepResult | None:
@@ -135,10 +138,11 @@ class Reconciler:
             limit=BATCH,
         )
         again = 0
+        self._seen_stopped &= {run.id for run in stopped}  # forget the ones out of the window
         for run in stopped:
-            if run.executor != executor.kind or run.workflow_name is None:
+            ref = self._dispatcher.workflow_ref(run)
+            if ref is None or run.id in self._seen_stopped:
                 continue
-            ref = WorkflowRef(executor.kind, run.namespace or executor.namespace, run.workflow_name)
             try:
                 phase = (await executor.status(ref)).phase
             except FacteurError as exc:
@@ -148,8 +152,10 @@ class Reconciler:
                 logger.warning(
                     "stopped run's workflow still %s, stopping it again: run=%s", phase.value, run.id
                 )
-                await stop_workflow(self._dispatcher, run)
+                await self._dispatcher.stop(run)
                 again += 1
+            else:
+                self._seen_stopped.add(run.id)  # its workflow has ended: not asked again
         return again
 
     def _silent(self, run: Run, now: datetime) -> bool:
@@ -188,7 +194,7 @@ class Reconciler:
         )
         if updated is None:
             return
-        await stop_workflow(self._dispatcher, updated)
+        await self._dispatcher.stop(updated)
         if action != "cancel":
             await self._driver.run_changed(updated)
             return

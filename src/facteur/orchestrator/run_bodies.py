@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +52,7 @@ class RunBodies:
         namespace: str,
         base_branch: str,
         branch_prefix: str,
-        new_id: Any,
+        new_id: Callable[[], uuid.UUID],
     ) -> None:
         self._executor = executor
         self._namespace = namespace

@@ -19,17 +19,15 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from facteur.clock import Clock
 from facteur.domain.events import NewEvent
 from facteur.domain.ideas import IdeaState
-from facteur.domain.lifecycle import transition
 from facteur.domain.runs import RunStatus
 from facteur.domain.tasks import TaskState
 from facteur.errors import FacteurError
+from facteur.orchestrator.decisions import idea_moved, task_moved
 from facteur.orchestrator.dispatch import Dispatcher
-from facteur.orchestrator.driver import stop_workflow
 from facteur.orchestrator.run_bodies import RunBodies
 from facteur.settings import SchedulerSettings
 from facteur.store.port import ClaimCandidate, Claimed, ClaimedRun, ClaimLimits, ClaimRequest, Store
@@ -138,23 +136,9 @@ class Scheduler:
     def _claim(self, candidate: ClaimCandidate, now: datetime) -> Claimed:
         """The run of a claimed task, and the events that record the claim (inside the pass)."""
         task, idea = candidate.task, candidate.idea
-        transition("task", task.state, TaskState.QUEUED, "claimed")
         run = self._bodies.implementation(candidate, now)
         events = [
-            NewEvent(
-                kind="task.transition",
-                actor=ACTOR,
-                payload={
-                    "key": task.key,
-                    "from": task.state.value,
-                    "to": TaskState.QUEUED.value,
-                    "trigger": "claimed",
-                    "attempt": run.attempt,
-                    "by": self.holder,
-                },
-                idea_id=idea.id,
-                task_id=task.id,
-            ),
+            task_moved(task, ACTOR, TaskState.QUEUED, "claimed", attempt=run.attempt, by=self.holder),
             NewEvent(
                 kind="run.created",
                 actor=ACTOR,
@@ -172,21 +156,8 @@ class Scheduler:
         ]
         idea_state = None
         if idea.state is IdeaState.AWAITING_DEPENDENCIES:
-            transition("idea", idea.state, IdeaState.RUNNING_TASKS, "dependencies_met")
             idea_state = IdeaState.RUNNING_TASKS
-            events.insert(
-                0,
-                NewEvent(
-                    kind="idea.transition",
-                    actor=ACTOR,
-                    payload={
-                        "from": idea.state.value,
-                        "to": IdeaState.RUNNING_TASKS.value,
-                        "trigger": "dependencies_met",
-                    },
-                    idea_id=idea.id,
-                ),
-            )
+            events.insert(0, idea_moved(idea.id, ACTOR, idea.state, idea_state, "dependencies_met"))
         return Claimed(run=run, idea_state=idea_state, events=events)
 
     async def _submit(self, claimed: ClaimedRun) -> int:
@@ -194,8 +165,5 @@ class Scheduler:
         if run is None:
             return 0  # stays queued under this replica's claim: the reconciler retries once it expires
         if run.status is RunStatus.CANCELLED:  # cancelled while it was being submitted
-            await stop_workflow(self._dispatcher, run)
+            await self._dispatcher.stop(run)
         return 1
-
-    def describe(self) -> dict[str, Any]:
-        return {"holder": self.holder, "passes": self.passes, "dispatched": self.dispatched}

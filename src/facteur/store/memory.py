@@ -583,16 +583,7 @@ class MemoryStore:
             )
             outcome = request.build(candidate)
             _check_keys(outcome.messages)
-            self._change_task(
-                TaskChange(
-                    task_id=task.id,
-                    state=TaskState.QUEUED,
-                    attempts=task.attempts + 1,
-                    claimed_by=request.holder,
-                    claim_expires_at=request.until,
-                ),
-                request.now,
-            )
+            self._change_task(request.claim(task), request.now)
             run = self._add_run(idea.id, outcome.run, request.now)
             if outcome.idea_state is not None:
                 self.ideas[idea.id] = dataclasses.replace(

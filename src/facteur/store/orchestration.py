@@ -251,19 +251,7 @@ class Orchestration:
                         ).scalar_one(),
                     )
                 )
-                _change_tasks(
-                    conn,
-                    [
-                        TaskChange(
-                            task_id=task.id,
-                            state=TaskState.QUEUED,
-                            attempts=task.attempts + 1,
-                            claimed_by=request.holder,
-                            claim_expires_at=request.until,
-                        )
-                    ],
-                    request.now,
-                )
+                _change_tasks(conn, [request.claim(task)], request.now)
                 run = _insert_run(conn, idea.id, outcome.run, request.now)
                 if outcome.idea_state is not None and outcome.idea_state is not idea.state:
                     conn.execute(
@@ -478,7 +466,7 @@ def insert_tasks(
         conn.execute(sa.insert(task_dependencies), edges)
 
 
-def _change_tasks(conn: sa.Connection, changes: Any, now: datetime) -> None:
+def _change_tasks(conn: sa.Connection, changes: Sequence[TaskChange], now: datetime) -> None:
     for change in changes:
         values: dict[str, Any] = {
             "state": change.state.value,

@@ -437,6 +437,16 @@ class ClaimRequest:
     #: called inside the transaction for each task admitted
     build: Callable[[ClaimCandidate], Claimed]
 
+    def claim(self, task: Task) -> TaskChange:
+        """What claiming ``task`` does to it: ``queued``, one more attempt, this holder's claim."""
+        return TaskChange(
+            task_id=task.id,
+            state=TaskState.QUEUED,
+            attempts=task.attempts + 1,
+            claimed_by=self.holder,
+            claim_expires_at=self.until,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimedRun:

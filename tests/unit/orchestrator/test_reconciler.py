@@ -729,6 +729,10 @@ async def test_a_cancelled_runs_workflow_still_going_is_stopped_again() -> None:
         world.clock.advance(RECONCILE)
         assert (await world.sweep()).restopped == 0  # now it is stopped: asked, left alone
         assert len(world.executor.cancels) == 2
+        asked = len(world.executor.asked)
+        world.clock.advance(RECONCILE)
+        await world.sweep()
+        assert world.executor.asked[asked:].count(str(run.workflow_name)) == 0  # seen ended: not asked again
 
 
 async def test_a_stop_that_never_takes_is_given_up_after_the_window() -> None:
