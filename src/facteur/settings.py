@@ -718,6 +718,48 @@ class TemplateSettings(_Section):
         return self
 
 
+class LocalForgeSettings(_Section):
+    #: the local forge's directory: its records (``forge.sqlite3``) and bare repositories
+    #: (``repos/<owner>/<name>.git``)
+    root: Path = Path(".facteur/forge")
+
+
+class ForgeSettings(_Section):
+    """Where stage runs publish their work (plan comments, branches, pull requests, progress)."""
+
+    #: ``github`` (``github.token`` or a GitHub App), ``local`` (``forge.local``), or ``auto``: GitHub when
+    #: it is configured, else the local forge
+    kind: Literal["auto", "github", "local"] = "auto"
+    local: LocalForgeSettings = LocalForgeSettings()
+
+
+class StageSettings(_Section):
+    """How ``facteur stage`` runs inside a workflow (a local subprocess or an Argo pod)."""
+
+    #: where the repository is checked out; default ``repo`` in the stage's working directory
+    workspace: Path | None = None
+    #: where the stage writes its logs and artifacts; default the stage's working directory
+    output_dir: Path | None = None
+    #: where failed implementation attempts leave their resume archive for the next attempt (Argo: the
+    #: resume volume); default ``.facteur/resume``
+    resume_dir: Path = Path(".facteur/resume")
+    #: seconds between ``heartbeat`` callbacks
+    heartbeat_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: attempts to reach the callback URL per event (with back-off) before the stage gives up on it
+    callback_attempts: int = Field(default=5, ge=1, le=20)
+    callback_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: agent runs per plan: the first, then one more with the validation error fed back
+    plan_attempts: int = Field(default=2, ge=1, le=5)
+    #: attempts to find or open the draft pull request of an implementation before the run fails
+    pull_request_attempts: int = Field(default=3, ge=1, le=10)
+    pull_request_backoff_seconds: float = Field(default=2.0, ge=0, le=300)
+    #: author and committer of the commits a stage makes
+    git_user_name: str = Field(default="Facteur", min_length=1)
+    git_user_email: str = Field(default="facteur@localhost", pattern=r"^[^\s<>]+@[^\s<>]+$")
+    #: seconds one git command may take (clone, fetch, push)
+    git_timeout_seconds: float = Field(default=600.0, gt=0)
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -735,6 +777,8 @@ class Settings(_Section):
     scheduler: SchedulerSettings = SchedulerSettings()
     agent: AgentSettings = AgentSettings()
     templates: TemplateSettings = TemplateSettings()
+    forge: ForgeSettings = ForgeSettings()
+    stage: StageSettings = StageSettings()
 
     @field_validator("pipelines")
     @classmethod
