@@ -92,11 +92,23 @@ def task_moved(task: Task, actor: str, target: TaskState, trigger: str, **detail
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StageRuns:
+    """Builds the runs of the orchestrator's own stages after the tasks: (draft, task, attempt) -> run."""
+
+    new_id: Callable[[], uuid.UUID]
+    review: Callable[[Draft, Task, int], NewRun]
+
+
 class Draft:
     """A change being decided: the idea's and its tasks' states as the decisions so far leave them."""
 
-    def __init__(self, detail: IdeaDetail, *, actor: str, now: datetime) -> None:
+    def __init__(
+        self, detail: IdeaDetail, *, actor: str, now: datetime, stage_runs: StageRuns | None = None
+    ) -> None:
         self.detail = detail
+        #: how runs of the stages after the tasks are built; without it such a stage waits for a person
+        self.stage_runs = stage_runs
         self.idea = detail.idea
         self.actor = actor
         self.now = now
@@ -324,30 +336,7 @@ def start_planning(draft: Draft, *, task_id: uuid.UUID, planning_run: PlanningRu
     if draft.state is not IdeaState.REGISTERED or draft.tasks:
         return draft.change()
     draft.move_idea(IdeaState.PLANNING, "planning_started")
-    spec = TaskSpec(
-        id=task_id,
-        key="planning",
-        title=f"Plan: {draft.idea.title}"[:300],
-        description="",
-        depends_on=(),
-        acceptance_criteria=(),
-        paths=(),
-        heavy=False,
-        state=TaskState.QUEUED,
-        stage=Stage.PLANNING,
-    )
-    draft.new_tasks = [spec]
-    task = Task(
-        id=task_id,
-        idea_id=draft.idea.id,
-        key=spec.key,
-        title=spec.title,
-        stage=Stage.PLANNING.value,
-        state=TaskState.QUEUED,
-        attempts=0,
-        created_at=draft.now,
-        updated_at=draft.now,
-    )
+    task = _stage_task(draft, task_id, Stage.PLANNING, f"Plan: {draft.idea.title}")
     run = planning_run(task, 1)
     draft.runs.append(run)
     draft.event("run.created", {"stage": "planning", "attempt": 1}, task_id=task_id, run_id=run.id)
@@ -378,7 +367,8 @@ def settle_run(
         return draft.change()
     # the orchestrator's own tasks: plan tasks, and the planning task of an idea it is planning
     planning = task.stage == Stage.PLANNING.value and draft.state is IdeaState.PLANNING
-    retried = task.plan_version is not None or planning
+    reviewing = task.stage == Stage.REVIEW.value and draft.state is IdeaState.QA_REVIEW
+    retried = task.plan_version is not None or planning or reviewing
     if run.status is RunStatus.RUNNING and task.state is TaskState.QUEUED:
         draft.move_task(task, TaskState.RUNNING, "started", detail={"run": str(run.id)})
     elif run.status is RunStatus.SUCCEEDED:
@@ -390,7 +380,9 @@ def settle_run(
             why = "the planning run ended without sending a valid plan"
             return _task_failed(draft, task, run, policy, planning_run, why=why)
         draft.move_task(task, TaskState.SUCCEEDED, "completed", detail={"run": str(run.id)})
-        if task.plan_version is not None:
+        if reviewing:
+            _advance(draft, pipeline, "review_passed")
+        elif task.plan_version is not None:
             _release_dependents(draft)
             _advance_if_done(draft, pipeline)
     elif run.status in _FAILED_RUN:
@@ -406,18 +398,23 @@ def _task_failed(
     draft: Draft, task: Task, run: Run, policy: RetryPolicy, planning_run: PlanningRun, *, why: str
 ) -> IdeaChange:
     planning = task.stage == Stage.PLANNING.value
+    reviewing = task.stage == Stage.REVIEW.value and draft.stage_runs is not None
     # a plan task's budget is its own count (an operator's retry renews it); a planning task counts runs
     attempts = task.attempts if task.plan_version is not None else max(task.attempts, run.attempt)
     if attempts < policy.max_attempts:
         draft.move_task(task, TaskState.FAILED, "failed", detail={"run": str(run.id), "reason": why})
-        if planning:  # planned again at once: the planning run is not a scheduled task
+        if planning or reviewing:  # run again at once: these runs are not scheduled tasks
             draft.move_task(task, TaskState.READY, "retry", detail={"attempt": attempts + 1})
             draft.move_task(task, TaskState.QUEUED, "claimed", attempts=attempts + 1)
-            again = planning_run(task, attempts + 1)
+            if planning:
+                again = planning_run(task, attempts + 1)
+            else:
+                assert draft.stage_runs is not None
+                again = draft.stage_runs.review(draft, task, attempts + 1)
             draft.runs.append(again)
             draft.event(
                 "run.created",
-                {"stage": "planning", "attempt": attempts + 1},
+                {"stage": task.stage, "attempt": attempts + 1},
                 task_id=task.id,
                 run_id=again.id,
             )
@@ -435,7 +432,7 @@ def _task_failed(
         draft.extra["due"] = not_before
         return draft.change()
     reason = f"task {task.key} failed {attempts} time(s), the limit: {why}"
-    if policy.on_exhausted == "block" and not planning:
+    if policy.on_exhausted == "block" and not planning and not reviewing:
         draft.move_task(task, TaskState.BLOCKED, "blocked", detail={"run": str(run.id), "reason": reason})
         draft.event("idea.stalled", {"reason": reason})
         return draft.change()
@@ -464,12 +461,61 @@ def _advance_if_done(draft: Draft, pipeline: Pipeline) -> None:
     ):
         if draft.state is IdeaState.AWAITING_DEPENDENCIES:
             draft.move_idea(IdeaState.RUNNING_TASKS, "dependencies_met")
-        advance = next_idea_state(draft.state, pipeline)
-        for skipped in advance.skipped:
-            draft.event(
-                "stage.skipped", {"stage": skipped.value, "reason": "not in the repository's pipeline"}
-            )
-        draft.move_idea(advance.state, "tasks_succeeded")
+        _advance(draft, pipeline, "tasks_succeeded")
+
+
+def _advance(draft: Draft, pipeline: Pipeline, trigger: str) -> None:
+    """The idea's current stage is done: on to the next one its pipeline holds (recording the skipped ones),
+    starting the review run when that is next."""
+    advance = next_idea_state(draft.state, pipeline)
+    for skipped in advance.skipped:
+        draft.event("stage.skipped", {"stage": skipped.value, "reason": "not in the repository's pipeline"})
+    draft.move_idea(advance.state, trigger)
+    if advance.state is IdeaState.QA_REVIEW:
+        _start_review(draft)
+
+
+def _start_review(draft: Draft) -> None:
+    """A review task (key ``review``) and its first run: it reviews the branches no task builds on."""
+    if draft.stage_runs is None:
+        draft.event("review.waiting", {"reason": "no review runs can be built here"})
+        return
+    if any(t.stage == Stage.REVIEW.value and t.key == "review" for t in draft.tasks.values()):
+        return
+    task = _stage_task(draft, draft.stage_runs.new_id(), Stage.REVIEW, f"Review: {draft.idea.title}")
+    run = draft.stage_runs.review(draft, task, 1)
+    draft.runs.append(run)
+    draft.event("run.created", {"stage": "review", "attempt": 1}, task_id=task.id, run_id=run.id)
+
+
+def _stage_task(draft: Draft, task_id: uuid.UUID, stage: Stage, title: str) -> Task:
+    """The task of one of the orchestrator's own stages (keyed by the stage's name), queued for its run."""
+    spec = TaskSpec(
+        id=task_id,
+        key=stage.value,
+        title=title[:300],
+        description="",
+        depends_on=(),
+        acceptance_criteria=(),
+        paths=(),
+        heavy=False,
+        state=TaskState.QUEUED,
+        stage=stage,
+    )
+    draft.new_tasks = [*draft.new_tasks, spec]
+    task = Task(
+        id=task_id,
+        idea_id=draft.idea.id,
+        key=spec.key,
+        title=spec.title,
+        stage=stage.value,
+        state=TaskState.QUEUED,
+        attempts=0,
+        created_at=draft.now,
+        updated_at=draft.now,
+    )
+    draft.tasks[task_id] = task
+    return task
 
 
 def _end(draft: Draft, target: IdeaState, trigger: str, reason: str | None) -> None:

@@ -51,6 +51,12 @@ class Driver:
         self._ids = ids
         self._settings = settings
         self._bodies = bodies
+        self._stage_runs = decisions.StageRuns(
+            new_id=ids.new_id,
+            review=lambda draft, task, attempt: bodies.review(
+                draft.idea, draft.detail, task, attempt, draft.now
+            ),
+        )
         scheduler = settings.scheduler
         self.policy = RetryPolicy(
             max_attempts=scheduler.max_attempts,
@@ -205,7 +211,7 @@ class Driver:
         extra: dict[str, Any] = {}
 
         def apply(detail: IdeaDetail) -> IdeaChange:
-            draft = Draft(detail, actor=actor, now=self._clock.now())
+            draft = Draft(detail, actor=actor, now=self._clock.now(), stage_runs=self._stage_runs)
             change = decide(draft)
             extra.update(draft.extra)
             return change

@@ -18,10 +18,11 @@ from datetime import datetime
 from typing import Any
 
 from facteur.domain.ideas import Idea, IdeaSource
-from facteur.domain.runs import workflow_name
+from facteur.domain.plans import plan_from_json, render_plan
+from facteur.domain.runs import RunStatus, workflow_name
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task
-from facteur.store.port import ClaimCandidate, NewRun
+from facteur.store.port import ClaimCandidate, IdeaDetail, NewRun
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -89,6 +90,43 @@ class RunBodies:
         body = self._common(idea, Stage.PLANNING, head=task_branch(idea, "plan", prefix=self._prefix))
         body["facteur"] = {"attempt": attempt, "spec": dict(spec)}
         return self._run(task.id, Stage.PLANNING, body, attempt, now)
+
+    def review(self, idea: Idea, detail: IdeaDetail, task: Task, attempt: int, now: datetime) -> NewRun:
+        """The review run of an idea whose tasks are done: it reviews the branches no other task builds on
+        (each carries its dependencies' work), with their pull requests as the tasks' runs reported them."""
+        version = idea.plan_version
+        views = [
+            v for v in detail.tasks if v.task.plan_version is not None and v.task.plan_version == version
+        ]
+        built_on = {key for view in views for key in view.depends_on}
+        targets = []
+        for view in views:
+            if view.task.key in built_on:
+                continue
+            runs = [r for r in detail.runs if r.task_id == view.task.id and r.status is RunStatus.SUCCEEDED]
+            last = max(runs, key=lambda r: (r.attempt, r.created_at)) if runs else None
+            targets.append(
+                {
+                    "key": view.task.key,
+                    "title": view.task.title,
+                    "branch": (last.branch if last else None)
+                    or task_branch(idea, view.task.key, prefix=self._prefix),
+                    "pullRequest": last.pull_request if last else None,
+                }
+            )
+        head = targets[0]["branch"] if targets else task_branch(idea, "review", prefix=self._prefix)
+        plan = next((p for p in detail.plans if p.version == version), None)
+        body = self._common(idea, Stage.REVIEW, head=str(head))
+        body["facteur"] = {
+            "attempt": attempt,
+            "spec": dict(detail.spec),
+            "targets": targets,
+            "plan": {
+                "version": version,
+                "markdown": (plan.markdown or render_plan(plan_from_json(plan.document))) if plan else "",
+            },
+        }
+        return self._run(task.id, Stage.REVIEW, body, attempt, now)
 
     def _common(self, idea: Idea, stage: Stage, *, head: str) -> dict[str, Any]:
         return {

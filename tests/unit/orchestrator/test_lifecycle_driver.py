@@ -4,6 +4,7 @@ runs start, end and fail, when plans arrive, and when people approve, pause, can
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -147,6 +148,61 @@ async def test_a_pipeline_stage_is_entered_not_skipped(tmp_path: Path) -> None:
         [run] = await world.dispatch()
         await world.end(run)
         assert (await world.detail(idea_id)).idea.state is IdeaState.QA_REVIEW
+
+
+async def test_review_runs_on_the_branches_no_task_builds_on_then_completes_the_idea(tmp_path: Path) -> None:
+    config = tmp_path / "facteur.yaml"
+    config.write_text("pipelines:\n  acme/widgets:\n    stages: [review]\n")
+    async for world in make_world(config):
+        idea_id = await world.submit(plan(("a", []), ("b", []), ("c", ["a", "b"])))
+        for _ in range(2):
+            for run in await world.dispatch():
+                await world.runtime.run_reports.receive(
+                    run.id,
+                    parse_report(
+                        {
+                            "id": "end",
+                            "type": "completed",
+                            "outcome": "succeeded",
+                            "branch": f"work/{world.store.tasks[run.task_id].key}",
+                            "pull_request": f"local://acme/widgets/pull/{world.store.tasks[run.task_id].key}",
+                        }
+                    ),
+                )
+        detail = await world.detail(idea_id)
+        assert detail.idea.state is IdeaState.QA_REVIEW
+        review = world.run_of("review", detail)
+        assert (review.stage, review.status, review.attempt) == (Stage.REVIEW, RunStatus.SUBMITTED, 1)
+        body = json.loads(world.store.payloads[review.id][0])
+        # only c is reviewed: a and b are in c's branch
+        assert body["stage"] == "review" and body["head"] == "work/c"
+        assert body["facteur"]["targets"] == [
+            {"key": "c", "title": "Task c", "branch": "work/c", "pullRequest": "local://acme/widgets/pull/c"}
+        ]
+        assert "#### c" in body["facteur"]["plan"]["markdown"]
+        # changes requested: reviewed again at once, then approved
+        await world.end(review, "failed")
+        again = world.run_of("review", await world.detail(idea_id))
+        assert (again.attempt, again.status) == (2, RunStatus.SUBMITTED)
+        await world.end(again)
+        done = await world.detail(idea_id)
+        assert done.idea.state is IdeaState.COMPLETED
+        kinds = await world.kinds(idea_id)
+        assert kinds.count("stage.skipped") == 3  # integration, deployment, monitoring
+
+
+async def test_a_review_that_never_approves_fails_the_idea(tmp_path: Path) -> None:
+    config = tmp_path / "facteur.yaml"
+    config.write_text("pipelines:\n  acme/widgets:\n    stages: [review]\n")
+    async for world in make_world(config, FACTEUR_SCHEDULER__MAX_ATTEMPTS="2"):
+        idea_id = await world.submit(plan(("a", [])))
+        [run] = await world.dispatch()
+        await world.end(run)
+        for _ in range(2):
+            await world.end(world.run_of("review", await world.detail(idea_id)), "failed")
+        detail = await world.detail(idea_id)
+        assert detail.idea.state is IdeaState.FAILED
+        assert world.run_of("review", detail).attempt == 2
 
 
 async def test_a_failed_task_backs_off_then_fails_the_idea_and_stops_the_rest() -> None:
