@@ -1,14 +1,17 @@
-"""The Forge contract, run against every adapter: for now GitHubForge over FakeGitHub.
+"""The Forge contract, run against every adapter: GitHubForge over FakeGitHub, and LocalForge.
 
 Each adapter comes with a ``Backdoor``: how a test puts state in the forge behind the port's back (issues,
-comments, pull requests, review threads, checks, branches), as people and CI would. Adding the local forge
-means adding a ``Backdoor`` for it and a branch in the ``world`` fixture.
+comments, pull requests, review threads, checks, branches), as people and CI would. The local backdoor
+pushes branches with plain git from a clone and writes the other records into the forge's SQLite file.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -16,7 +19,9 @@ import pytest
 from pydantic import SecretStr
 
 from facteur.errors import ForgeError, ForgeNotFound
+from facteur.forge import local_records
 from facteur.forge.github import GitHubForge
+from facteur.forge.local import LocalForge
 from facteur.forge.port import Forge, IssueDraft, MergeMethod, Reaction
 from facteur.settings import GitHubSettings
 from tests.support.fakes import FakeClock
@@ -93,14 +98,112 @@ class GitHubBackdoor:
         return sum(1 for c, _ in self.fake.repos[REPO].reactions.get(number, []) if c == content)
 
 
+def git(cwd: Path, *args: str) -> str:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    env.update(
+        GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="octocat",
+        GIT_AUTHOR_EMAIL="octocat@example.com", GIT_COMMITTER_NAME="octocat",
+        GIT_COMMITTER_EMAIL="octocat@example.com",
+    )  # fmt: skip
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+class LocalBackdoor:
+    """People push to the bare repository from their clone; other records go straight into the SQLite file."""
+
+    def __init__(self, forge: LocalForge, clock: FakeClock, workdir: Path) -> None:
+        self.forge = forge
+        self.clock = clock
+        self.records = local_records.Records(forge.root / "forge.sqlite3")
+        self.bare = forge.repository_path(REPO)
+        self.clone = workdir / "clone"
+        git(workdir, "clone", "--quiet", str(self.bare), str(self.clone))
+
+    def issue(self, title: str, body: str = "", author: str = "octocat") -> int:
+        with self.records.transaction(write=True) as db:
+            return local_records.insert_issue(
+                db, REPO, title=title, body=body, labels=(), author=author, now=self.clock.now()
+            )
+
+    def comment(self, number: int, body: str, author: str = "octocat") -> int:
+        with self.records.transaction(write=True) as db:
+            return local_records.insert_comment(
+                db, REPO, number, body, author=author, now=self.clock.now()
+            ).id
+
+    def push(self, branch: str, path: str, text: str, *, start: str = "origin/main") -> str:
+        """Commit ``path`` with ``text`` on ``branch`` (from ``start``) and push it; the new tip."""
+        git(self.clone, "checkout", "--quiet", "-B", branch, start)
+        (self.clone / path).write_text(text)
+        git(self.clone, "add", path)
+        git(self.clone, "commit", "--quiet", "-m", f"{branch}: {path}")
+        git(self.clone, "push", "--quiet", "origin", f"{branch}:{branch}")
+        git(self.clone, "fetch", "--quiet", "origin")
+        return git(self.clone, "rev-parse", "HEAD")
+
+    def pull(
+        self, head: str, *, draft: bool = False, mergeable_state: str = "clean", title: str = "A change"
+    ) -> int:
+        if mergeable_state not in {"clean", "unstable", "dirty"}:
+            raise ValueError(f"the local backdoor cannot make a {mergeable_state!r} pull request")
+        path = "shared.txt" if mergeable_state == "dirty" else f"{head.replace('/', '-')}.txt"
+        sha = self.push(head, path, f"{head}\n")
+        if mergeable_state == "dirty":
+            self.push("main", path, "main's own version\n")
+        elif mergeable_state == "unstable":
+            self.forge.add_check_run(REPO, sha, "tests", status="completed", conclusion="failure")
+        with self.records.transaction(write=True) as db:
+            return local_records.insert_pull(
+                db, REPO, title=title, body="", author="octocat", head_ref=head, base_ref="main",
+                head_sha=sha, draft=draft, now=self.clock.now(),
+            )  # fmt: skip
+
+    def close(self, number: int) -> None:
+        with self.records.transaction(write=True) as db:
+            assert local_records.set_state(db, REPO, number, "closed", self.clock.now())
+
+    def thread(
+        self, number: int, body: str, *, resolved: bool = False, path: str | None = "src/app.py"
+    ) -> None:
+        self.forge.add_review_thread(REPO, number, body, path=path, resolved=resolved)
+
+    def check_run(self, sha: str, name: str, conclusion: str | None, *, status: str = "completed") -> None:
+        self.forge.add_check_run(
+            REPO, sha, name, status=status, conclusion=conclusion, summary=f"{name} summary"
+        )
+
+    def status(self, sha: str, context: str, state: str) -> None:
+        self.forge.add_commit_status(REPO, sha, context, state, description=f"{context} is {state}")
+
+    def branch_sha(self, name: str) -> str | None:
+        found = git(self.bare, "for-each-ref", "--format=%(objectname)", f"refs/heads/{name}")
+        return found or None
+
+    def reaction_count(self, number: int, content: str) -> int:
+        with self.records.transaction() as db:
+            return local_records.count_reactions(db, REPO, number, content)
+
+
 @dataclass
 class World:
     forge: Forge
     backdoor: Backdoor
 
 
-@pytest.fixture(params=["github"])
-async def world(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[World]:
+@pytest.fixture(params=["github", "local"])
+async def world(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> AsyncIterator[World]:
+    if request.param == "local":
+        seed = tmp_path / "seed"
+        seed.mkdir()
+        (seed / "README.md").write_text("# widgets\n")
+        local = LocalForge(tmp_path / "forge", clock=clock)
+        local.create_repository(REPO, source=seed)
+        try:
+            yield World(local, LocalBackdoor(local, clock, tmp_path))
+        finally:
+            await local.close()
+        return
     fake = FakeGitHub(clock=clock)
     fake.add_repo(REPO)
     forge = GitHubForge(
@@ -297,7 +400,7 @@ async def test_merge_refused_on_conflicts(world: World) -> None:
 
 
 async def test_draft_pull_from_a_missing_branch_is_refused(world: World) -> None:
-    with pytest.raises(ForgeError, match="Validation Failed"):
+    with pytest.raises(ForgeError, match="no-such-branch"):
         await world.forge.create_draft_pull(REPO, head="no-such-branch", base="main", title="T", body="B")
 
 
