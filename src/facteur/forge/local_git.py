@@ -192,10 +192,18 @@ def is_ancestor(git_dir: Path, ancestor: str, descendant: str) -> bool:
 
 def merge_tree(git_dir: Path, base: str, head: str) -> MergeTree:
     """Merge ``head`` into ``base`` without a worktree (the tree is written to the object store)."""
-    done = run(
-        git_dir, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", base, head, ok=(0, 1)
-    )
-    tree, *files = [part for part in done.stdout.split("\0") if part]
+    try:
+        done = run(
+            git_dir, "merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", base, head, ok=(0, 1)
+        )
+    except ForgeUnavailable:
+        raise
+    except ForgeError as exc:
+        raise ForgeError(f"{exc.message} (the local forge merges with git >= 2.38)") from exc
+    parts = [part for part in done.stdout.split("\0") if part]
+    if not parts:
+        raise ForgeError(f"git merge-tree gave no tree for {head} into {base} in {git_dir}")
+    tree, *files = parts
     conflicts = tuple(dict.fromkeys(files)) if done.returncode == 1 else ()
     if done.returncode == 1 and not conflicts:
         conflicts = ("(unnamed)",)
