@@ -324,8 +324,9 @@ class LocalForge:
     def _mergeable_state(
         self, db: sqlite3.Connection, git_dir: Path, repo: str, row: PullRow, head_sha: str | None
     ) -> str:
-        """As GitHub says it: ``draft``; ``dirty`` (conflicts); ``unstable`` (a check or status of the head
-        is not green); ``clean``; ``unknown`` when closed or a branch is gone."""
+        """As GitHub says it: ``draft``; ``dirty`` (conflicts); ``unstable`` (the newest check run of a name,
+        or the latest status of a context, of the head is not green); ``clean``; ``unknown`` when closed or a
+        branch is gone."""
         if row.state != "open":
             return "unknown"
         if row.draft:
@@ -338,7 +339,8 @@ class LocalForge:
                 return "dirty"
         except ForgeError:
             return "unknown"
-        runs = records.list_check_runs(db, repo, head_sha)
+        # the newest run of each name counts (a re-run replaces a failure)
+        runs = {run.name: run for run in records.list_check_runs(db, repo, head_sha)}.values()
         statuses = records.latest_statuses(db, repo, head_sha)
         if any(run.conclusion not in _GREEN for run in runs) or any(s.state != "success" for s in statuses):
             return "unstable"

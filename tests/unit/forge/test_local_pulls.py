@@ -88,7 +88,9 @@ async def test_mergeable_state_follows_conflicts_and_checks(forge: LocalForge, c
     forge.add_commit_status(REPO, head, "ci/build", "success")
     assert (await forge.get_pull(REPO, pull.number)).mergeable_state == "unstable"  # tests still run
     forge.add_check_run(REPO, head, "tests", status="completed", conclusion="success")
-    assert (await forge.get_pull(REPO, pull.number)).mergeable_state == "unstable"  # the first run counts too
+    assert (await forge.get_pull(REPO, pull.number)).mergeable_state == "clean"  # newest run wins
+    forge.add_check_run(REPO, head, "lint", status="completed", conclusion="timed_out")
+    assert (await forge.get_pull(REPO, pull.number)).mergeable_state == "unstable"
     clone.push("main", {"README.md": "# widgets, by main\n"})
     assert (await forge.get_pull(REPO, pull.number)).mergeable_state == "dirty"
 
