@@ -1,0 +1,1 @@
+"""Stage runners: what `facteur stage <stage>` runs inside a workflow."""
