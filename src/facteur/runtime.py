@@ -14,7 +14,9 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from facteur.bus import build_broker
 from facteur.bus.codex_listener import CodexListener
@@ -37,7 +39,7 @@ from facteur.orchestrator.reconciler import Reconciler
 from facteur.orchestrator.run_bodies import RunBodies
 from facteur.orchestrator.run_reports import RunReports
 from facteur.orchestrator.scheduler import Scheduler
-from facteur.settings import Settings
+from facteur.settings import CONFIG_FILE_ENV, Settings
 from facteur.store.migrate import head_revision
 from facteur.store.port import Store
 from facteur.store.sql import SqlStore
@@ -223,12 +225,26 @@ class Runtime:
 async def build_executor(settings: Settings, clock: Clock) -> Executor:
     kind = settings.executor.kind
     if kind == "local":
-        return LocalExecutor(settings.executor.local, clock=clock)
+        return LocalExecutor(settings.executor.local, clock=clock, stage_env=stage_environment(settings))
     if kind == "argo":
         from facteur.executors.argo import ArgoExecutor, create_api_client
 
         return ArgoExecutor(settings.argo, await create_api_client(settings.argo))
     return NoneExecutor()
+
+
+def stage_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What local stage runs add to Facteur's environment: the settings file and the directories they share
+    with this process, as absolute paths (a stage runs in its own directory)."""
+    environ = os.environ if environ is None else environ
+    env = {
+        "FACTEUR_FORGE__LOCAL__ROOT": str(settings.forge.local.root.resolve()),
+        "FACTEUR_STAGE__RESUME_DIR": str(settings.stage.resume_dir.resolve()),
+    }
+    config = environ.get(CONFIG_FILE_ENV)
+    if config:
+        env[CONFIG_FILE_ENV] = str(Path(config).resolve())
+    return env
 
 
 def build_forge(settings: Settings) -> Forge | None:

@@ -87,6 +87,16 @@ class RunOut(BaseModel):
     status: str
     attempt: int
     workflow_name: str | None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: what the run reported when it ended
+    summary: str | None = None
+    branch: str | None = None
+    pull_request: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
 
 
 class ApprovalOut(BaseModel):
@@ -206,6 +216,15 @@ def idea_out(detail: IdeaDetail) -> IdeaOut:
                 status=r.status.value,
                 attempt=r.attempt,
                 workflow_name=r.workflow_name,
+                created_at=r.created_at,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                summary=r.summary,
+                branch=r.branch,
+                pull_request=r.pull_request,
+                input_tokens=r.tokens_in,
+                output_tokens=r.tokens_out,
+                cost_usd=r.cost_usd,
             )
             for r in detail.runs
         ],

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from facteur import __version__
 from facteur.cli.audit import app as audit_app
-from facteur.cli.common import ConfigOption, JsonOption, err, fail, settings_or_exit, setup_logging
+from facteur.cli.common import ConfigOption, JsonOption, fail, settings_or_exit, setup_logging
+from facteur.cli.demo import demo
 from facteur.cli.discord import app as discord_app
 from facteur.cli.discord_channel import discord_channel
 from facteur.cli.ideas import app as idea_app
 from facteur.cli.progress import progress_comment
+from facteur.cli.stage import stage
 from facteur.cli.tasks import app as task_app
 from facteur.cli.templates import app as templates_app
 from facteur.errors import ConfigError, FacteurError
+from facteur.settings import CONFIG_FILE_ENV
 
 app = typer.Typer(
     name="facteur",
@@ -36,6 +39,8 @@ app.add_typer(task_app, name="task")
 app.add_typer(templates_app, name="templates")
 app.command("progress-comment")(progress_comment)
 app.command("discord-channel")(discord_channel)
+app.command("stage")(stage)
+app.command("demo")(demo)
 
 
 @app.command()
@@ -50,6 +55,8 @@ def serve(
     from facteur.app import create_app
 
     settings = settings_or_exit(config)
+    if config is not None:  # local stage runs read the same file (facteur.runtime.stage_environment)
+        os.environ[CONFIG_FILE_ENV] = str(config.resolve())
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
@@ -124,40 +131,6 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             items.append((f"{prefix}{key}", value))
     return items
-
-
-@app.command()
-def stage(
-    name: Annotated[str, typer.Argument(help="planning, implementation or review.")],
-    event: Annotated[Path, typer.Option("--event", help="The event file of the run.")],
-) -> None:
-    """Run one stage of a run inside its workflow (the executor calls this)."""
-    from facteur.domain.stages import Stage
-
-    try:
-        stage_value = Stage(name)
-    except ValueError:
-        fail(f"unknown stage {name!r}: expected one of {', '.join(s.value for s in Stage)}", 2)
-    try:
-        document = json.loads(event.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        fail(f"event file {event} does not exist", 2)
-    except (OSError, ValueError) as exc:
-        fail(f"event file {event} is not readable JSON: {exc}", 2)
-    if not isinstance(document, dict):
-        fail(f"event file {event} must hold a JSON object", 2)
-    run = document.get("facteur", {})
-    err.print(
-        f"stage {stage_value.value}: run {run.get('runId', '?')} for "
-        f"{document.get('repository', '?')}#{document.get('issueNumber', '?')}",
-        highlight=False,
-        markup=False,
-    )
-    fail(
-        f"no stage runner for {stage_value.value} is installed in this version of Facteur; "
-        "set executor.local.command to the agent command to run (see docs/configuration.md)",
-        3,
-    )
 
 
 @app.command("codex-listen")

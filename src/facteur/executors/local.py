@@ -4,7 +4,9 @@ A run's directory holds ``event.json`` (the event handed to the stage runner), `
 stderr) and ``state.json`` (queued/running/finished, pid, exit status, times), so its status survives a
 restart of Facteur. At most ``max_concurrency`` processes run at once; the rest wait in submission order.
 The command is split like a shell line once, then each argument is filled in (``{stage}``, ``{event_file}``,
-``{run_id}``, ``{workdir}``): user text never reaches a shell.
+``{run_id}``, ``{workdir}``): user text never reaches a shell. Facteur's own stage runner (a command starting
+with ``facteur``) inherits Facteur's environment, since it reads the same settings (it keeps them from the
+agent it runs); any other command gets the environment without Facteur's ``FACTEUR_*`` variables.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,8 +77,13 @@ class LocalExecutor:
         *,
         clock: Clock,
         listener: StatusListener | None = None,
+        stage_env: Mapping[str, str] | None = None,
     ) -> None:
         self._argv = parse_command(settings.command)
+        #: Facteur's own stage runner (``facteur stage …``) gets Facteur's environment and these variables
+        #: (absolute paths of the settings it shares with the server); any other command gets neither
+        self._own = self._argv[0] == "facteur"
+        self._stage_env = dict(stage_env or {})
         self._workdir = settings.workdir.resolve()
         self._concurrency = settings.max_concurrency
         self._clock = clock
@@ -211,7 +218,10 @@ class LocalExecutor:
         if state is None or state.get("state") != "queued" or self._closing:
             return
         argv = self._argv_for(name, state)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV_PREFIXES)}
+        if self._own:
+            env = {**os.environ, **self._stage_env}
+        else:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV_PREFIXES)}
         env.update(
             FACTEUR_RUN_ID=state["run_id"],
             FACTEUR_STAGE=state["stage"],

@@ -87,15 +87,18 @@ def test_migrate_names_an_unreachable_database(tmp_path: Path) -> None:
     [
         (["stage", "deploying", "--event", "e.json"], 2, "unknown stage 'deploying'"),
         (["stage", "planning", "--event", "missing.json"], 2, "event file missing.json does not exist"),
-        (["stage", "planning", "--event", "bad.json"], 2, "is not readable JSON"),
-        (["stage", "planning", "--event", "good.json"], 3, "no stage runner for planning is installed"),
+        (["stage", "planning", "--event", "bad.json"], 2, "is not JSON"),
+        (["stage", "planning", "--event", "no-stage.json"], 2, "field 'stage' is required"),
+        (["stage", "planning", "--event", "bad-run.json"], 2, "field 'runId' must be a UUID"),
+        (["stage", "review", "--event", "good.json"], 2, "the event is for the planning stage, not review"),
     ],
 )
 def test_stage_explains_what_it_cannot_do(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     (tmp_path / "bad.json").write_text("{")
-    (tmp_path / "good.json").write_text(
-        json.dumps({"repository": "a/b", "issueNumber": 1, "facteur": {"runId": "r"}})
-    )
+    good = {"stage": "planning", "repository": "a/b", "head": "h", "issueNumber": 1}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "no-stage.json").write_text(json.dumps({**good, "stage": None}))
+    (tmp_path / "bad-run.json").write_text(json.dumps({**good, "facteur": {"runId": "r"}}))
     result = facteur(*args, cwd=tmp_path)
     assert result.returncode == code
     assert message in result.stderr

@@ -1,0 +1,184 @@
+"""The prompts of the orchestrator's runs: plan an idea, carry out one task of its plan, review the result.
+
+Unlike the Froussard-path prompts (:mod:`facteur.domain.prompts`), the agent here only works in its
+checkout: the stage runner publishes the plan, commits, pushes, opens the draft pull request and keeps the
+progress comment, so the prompts say so. Everything a person wrote (the spec, the plan, summaries, review
+threads) is cleaned and fenced as in the other prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from facteur.domain.prompts import _SECTION_GUIDANCE, PLAN_FILE, TASK_FORMAT_HELP, plan_template
+from facteur.domain.untrusted import clean, fence, one_line
+
+#: the first line of a review run's final message: its verdict
+APPROVED = "APPROVED"
+CHANGES_REQUESTED = "CHANGES REQUESTED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DependencyNote:
+    key: str
+    title: str
+    branch: str
+    summary: str
+
+
+def spec_markdown(title: str, spec: Mapping[str, Any]) -> str:
+    """The idea as a person submitted it: title, goal, constraints, success metrics."""
+    lines = [f"Title: {one_line(title)}", "", "Goal:", str(spec.get("goal") or "").strip() or "(none)"]
+    constraints = str(spec.get("constraints") or "").strip()
+    if constraints:
+        lines += ["", "Constraints:", constraints]
+    metrics = [str(m) for m in spec.get("success_metrics") or [] if str(m).strip()]
+    if metrics:
+        lines += ["", "Success metrics:", *(f"- {one_line(m)}" for m in metrics)]
+    return "\n".join(lines)
+
+
+def idea_planning_prompt(
+    *,
+    repository: str,
+    base: str,
+    title: str,
+    spec: Mapping[str, Any],
+    feedback: Sequence[str] = (),
+) -> str:
+    """Plan an idea into tasks; the plan goes to ``PLAN.md``."""
+    retry = ""
+    if feedback:
+        retry = "\n".join(
+            (
+                f"Your previous `{PLAN_FILE}` was refused. Fix every problem below and write the whole "
+                "plan again:",
+                *(f"- {one_line(problem)}" for problem in feedback),
+            )
+        )
+    return _join(
+        "Write the implementation plan for the idea below. Facteur reads its Task Breakdown to schedule "
+        "the work, one run per task, each on its own branch that starts from the branches of the tasks it "
+        "depends on; so split the work into tasks that can be done and reviewed one at a time.",
+        f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}",
+        retry,
+        _bullets(
+            "Execution contract:",
+            f"Write the plan, and nothing else, to `{PLAN_FILE}` at the root of the working directory, "
+            "following the template below to the letter. Facteur publishes it; do not commit it.",
+            "Read the repository to name exact paths, modules and symbols.",
+            "Do not change any other file.",
+            "Keep it short and concrete: no open questions, no alternatives left for later.",
+        ),
+        f"Plan template (copy it as it stands, then fill in every section):\n{plan_template()}",
+        TASK_FORMAT_HELP,
+        _bullets("What each section holds:", *(f"{k}: {v}" for k, v in _SECTION_GUIDANCE.items())),
+        fence(spec_markdown(title, spec), "The idea"),
+    )
+
+
+def task_prompt(
+    *,
+    repository: str,
+    base: str,
+    head: str,
+    idea_title: str,
+    task: Mapping[str, Any],
+    plan_markdown: str | None,
+    dependencies: Sequence[DependencyNote],
+    issue_number: int = 0,
+) -> str:
+    """Carry out one task of the approved plan on its branch."""
+    criteria = [one_line(str(c)) for c in task.get("acceptanceCriteria") or []]
+    paths = [one_line(str(p)) for p in task.get("paths") or []]
+    deps = [
+        f"`{one_line(d.key)}` ({one_line(d.title)}), branch `{one_line(d.branch)}`: "
+        f"{one_line(d.summary) or 'no summary'}"
+        for d in dependencies
+    ]
+    refs = f" Issue: #{issue_number}." if issue_number else ""
+    return _join(
+        f"Carry out task `{one_line(str(task.get('key', '')))}` of the approved plan for the idea "
+        f"\u201c{one_line(idea_title)}\u201d, and only that task. Other tasks of the plan run separately.",
+        f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}\n"
+        f"Your branch: {one_line(head)} (already checked out; it holds the work of the tasks this one "
+        f"depends on).{refs}",
+        fence(
+            "\n".join(
+                (
+                    f"{one_line(str(task.get('key', '')))} \u2014 {one_line(str(task.get('title', '')))}",
+                    "",
+                    clean(str(task.get("description") or "")).strip() or "(no description)",
+                )
+            ),
+            "The task",
+        ),
+        _bullets("Acceptance criteria (all must hold when you finish):", *criteria) if criteria else "",
+        _bullets("Paths it is expected to touch:", *paths) if paths else "",
+        _bullets("Work already done by the tasks it depends on:", *deps) if deps else "",
+        _bullets(
+            "Execution contract:",
+            "Change the files in the working directory; run the repository's formatters, linters and "
+            "tests, and fix what fails.",
+            "Do not commit, push, open pull requests or post comments: Facteur commits your changes, "
+            "pushes the branch, opens the draft pull request and keeps the progress comment.",
+            "Finish with a short summary of what you changed and how you checked it; it becomes the "
+            "task's summary for the tasks that depend on it.",
+            "When something blocks you, say exactly what in your summary and stop; do not guess.",
+        ),
+        fence(clean(plan_markdown or "").strip(), "Approved plan (for context)") if plan_markdown else "",
+    )
+
+
+def branch_review_prompt(
+    *,
+    repository: str,
+    base: str,
+    head: str,
+    idea_title: str,
+    pull_request: str | None,
+    plan_markdown: str | None,
+    notes: Sequence[str],
+) -> str:
+    """Review a task branch: address the notes, run the tests, give a verdict."""
+    return _join(
+        f"Review the work on branch `{one_line(head)}` for the idea \u201c{one_line(idea_title)}\u201d and "
+        "bring it to a state where it can be merged.",
+        f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}\nBranch: {one_line(head)} "
+        f"(checked out)\nPull request: {one_line(pull_request or 'none yet')}",
+        _bullets("Outstanding review threads and failing checks:", *(one_line(n) for n in notes))
+        if notes
+        else "No review thread is open and no check is failing.",
+        _bullets(
+            "Execution contract:",
+            "Check every acceptance criterion of the plan against the code; run the tests.",
+            "Fix what is wrong in the working directory; Facteur commits and pushes your changes.",
+            f"The first line of your final message is your verdict, exactly `{APPROVED}` or "
+            f"`{CHANGES_REQUESTED}`; then say what you checked and, if not approved, what remains.",
+        ),
+        fence(clean(plan_markdown or "").strip(), "Approved plan") if plan_markdown else "",
+    )
+
+
+def verdict_of(message: str) -> bool | None:
+    """True for an approving final message, False for changes requested, None when it gives no verdict."""
+    for line in message.splitlines():
+        text = line.strip().strip("*`#> ").upper()
+        if not text:
+            continue
+        if text.startswith(APPROVED):
+            return True
+        if text.startswith(CHANGES_REQUESTED):
+            return False
+        return None
+    return None
+
+
+def _bullets(title: str, *items: str) -> str:
+    return "\n".join((title, *(f"- {item}" for item in items)))
+
+
+def _join(*blocks: str) -> str:
+    return "\n\n".join(block for block in blocks if block)

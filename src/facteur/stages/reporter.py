@@ -1,0 +1,184 @@
+"""A stage run's reports to Facteur: ``POST <callbackUrl>`` with the run's token, one JSON event each.
+
+Each event carries an id (``started``, ``heartbeat-3``, ``plan-1``, ``completed``, …) so that a resent one
+is recognised and applied once. A timeout, a connection error, 408, 429 and 5xx are retried with back-off up
+to ``stage.callback_attempts``; any other answer is final. A run without a callback URL (an event file made
+by hand) keeps its reports in its log only. A report that cannot be delivered never fails the stage: the
+reconciler learns the run's end from the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from facteur.stages.event import RunInfo
+
+logger = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+_RETRIED = frozenset({408, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: Mapping[str, Any]
+
+    @property
+    def problems(self) -> list[str]:
+        value = self.body.get("problems")
+        return [str(p) for p in value] if isinstance(value, list) else []
+
+
+class Reporter:
+    def __init__(
+        self,
+        run: RunInfo,
+        *,
+        attempts: int = 5,
+        timeout_seconds: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._run = run
+        self._attempts = attempts
+        self._sleep = sleep
+        self._counts: dict[str, int] = {}
+        self._client = (
+            httpx.AsyncClient(timeout=timeout_seconds, transport=transport)
+            if run.callback_url is not None
+            else None
+        )
+        #: every event sent, in order (``type`` and ``id``), and the last answer of each: the stage's record
+        self.sent: list[tuple[str, str, int | None]] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def started(self) -> Answer | None:
+        return await self.send("started", event_id="started")
+
+    async def heartbeat(self) -> Answer | None:
+        return await self.send("heartbeat")
+
+    async def progress(self, text: str, checklist: list[dict[str, Any]] | None = None) -> Answer | None:
+        return await self.send("progress", text=text[:20_000], checklist=checklist or [])
+
+    async def usage(self, input_tokens: int, output_tokens: int, cost_usd: float) -> Answer | None:
+        if not (input_tokens or output_tokens or cost_usd):
+            return None
+        return await self.send(
+            "usage", input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=round(cost_usd, 6)
+        )
+
+    async def plan(self, markdown: str) -> Answer | None:
+        return await self.send("plan", markdown=markdown)
+
+    async def completed(
+        self,
+        *,
+        succeeded: bool,
+        summary: str,
+        artifacts: Sequence[Mapping[str, Any]] | None = None,
+        pull_request: str | None = None,
+        branch: str | None = None,
+    ) -> Answer | None:
+        fields: dict[str, Any] = {
+            "outcome": "succeeded" if succeeded else "failed",
+            "summary": summary[:100_000],
+            "artifacts": list(artifacts or []),
+        }
+        if pull_request:
+            fields["pull_request"] = pull_request
+        if branch:
+            fields["branch"] = branch
+        return await self.send("completed", event_id="completed", **fields)
+
+    async def send(self, kind: str, *, event_id: str | None = None, **fields: Any) -> Answer | None:
+        """Send one event; the answer, or None when there is nowhere to send it or it never got through."""
+        if event_id is None:
+            count = self._counts.get(kind, 0) + 1
+            self._counts[kind] = count
+            event_id = f"{kind}-{count}"
+        if self._client is None or self._run.callback_url is None:
+            logger.info("run report kept in the log (no callback URL): type=%s id=%s", kind, event_id)
+            self.sent.append((kind, event_id, None))
+            return None
+        body = {"id": event_id, "type": kind, **fields}
+        headers = {"Authorization": f"Bearer {self._run.callback_token}"}
+        delay = 0.5
+        for attempt in range(1, self._attempts + 1):
+            try:
+                response = await self._client.post(self._run.callback_url, json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 500 and response.status_code not in _RETRIED:
+                    answer = Answer(response.status_code, _json(response))
+                    self.sent.append((kind, event_id, response.status_code))
+                    if response.status_code >= 400:
+                        logger.warning(
+                            "run report refused: type=%s id=%s status=%s answer=%s",
+                            kind,
+                            event_id,
+                            response.status_code,
+                            dict(answer.body),
+                        )
+                    return answer
+                problem = f"HTTP {response.status_code}"
+            if attempt < self._attempts:
+                logger.info(
+                    "run report not delivered, retrying: type=%s id=%s attempt=%s problem=%s",
+                    kind,
+                    event_id,
+                    attempt,
+                    problem,
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+        logger.warning(
+            "run report not delivered: type=%s id=%s attempts=%s problem=%s",
+            kind,
+            event_id,
+            self._attempts,
+            problem,
+        )
+        self.sent.append((kind, event_id, None))
+        return None
+
+    @contextlib.asynccontextmanager
+    async def heartbeats(self, interval: float) -> AsyncIterator[None]:
+        """Send a heartbeat every ``interval`` seconds while the block runs."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                await self.heartbeat()
+
+        task = asyncio.create_task(beat(), name="facteur-stage-heartbeat")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _json(response: httpx.Response) -> Mapping[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, Mapping) else {}

@@ -1,0 +1,118 @@
+"""The review stage: for each branch under review (the orchestrator's review run names the tasks no other
+task builds on; a Froussard-path review names its pull request's branch), the unresolved review threads,
+failing checks and notes go into the review prompt; the agent works on the same branch; its changes are
+pushed; its verdict is posted on the pull request (one ``<!-- codex:review -->`` comment, updated); a pull
+request with nothing outstanding is marked ready. The run succeeds when every branch is approved."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from facteur.domain.review_context import failing_checks, thread_note
+from facteur.domain.stage_prompts import APPROVED, CHANGES_REQUESTED, branch_review_prompt, verdict_of
+from facteur.domain.untrusted import REVIEW_MARKER
+from facteur.errors import ForgeError, ForgeUnavailable
+from facteur.forge.port import PullRequest
+from facteur.stages.bootstrap import bootstrap
+from facteur.stages.event import ReviewTarget
+from facteur.stages.publish import upsert_comment
+from facteur.stages.runner import StageFailed, StageOutcome, StageRun
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    target: ReviewTarget
+    approved: bool
+    pull: PullRequest | None
+    ready: bool
+    text: str
+
+
+async def run(stage: StageRun) -> StageOutcome:
+    event = stage.event
+    targets = event.review_targets or (
+        ReviewTarget(key="", title=event.issue_title, branch=event.head, pull_request=None),
+    )
+    verdicts = [await _review(stage, number, target) for number, target in enumerate(targets, 1)]
+    lines = [
+        f"{'approved' if v.approved else 'changes requested'}: {v.target.branch}"
+        + (f" ({v.pull.url}{', ready' if v.ready else ''})" if v.pull else "")
+        for v in verdicts
+    ]
+    approved = all(v.approved for v in verdicts)
+    summary = "\n".join([APPROVED if approved else CHANGES_REQUESTED, *lines])
+    if not approved:
+        raise StageFailed(summary)
+    last = verdicts[-1]
+    return StageOutcome(
+        summary=summary, branch=last.target.branch, pull_request=last.pull.url if last.pull else None
+    )
+
+
+async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict:
+    event = stage.event
+    forge = stage.forge.forge
+    git = stage.git
+    await bootstrap(git, remote=stage.forge.remote, base=event.base, head=target.branch)
+    pull = await _pull(stage, target)
+    notes: list[str] = []
+    if pull is not None:
+        threads = await forge.review_threads(event.repository, pull.number)
+        for thread in threads:
+            note = thread_note(thread)
+            if note is not None:
+                notes.append(f"review thread{f' ({note.url})' if note.url else ''}: {note.summary}")
+        runs = await forge.check_runs(event.repository, pull.head_sha)
+        statuses = await forge.commit_statuses(event.repository, pull.head_sha)
+        for check in failing_checks(runs, statuses):
+            notes.append(f"failing check {check.name}" + (f": {check.details}" if check.details else ""))
+    prompt = event.prompt or branch_review_prompt(
+        repository=event.repository,
+        base=event.base,
+        head=target.branch,
+        idea_title=event.idea_title,
+        pull_request=pull.url if pull else None,
+        plan_markdown=event.plan_markdown,
+        notes=notes,
+    )
+    context = stage.context(head=target.branch, feedback="\n".join(notes) or None)
+    result = await stage.run_agent(prompt, label=f"review-{number}", context=context)
+    verdict = verdict_of(result.final_message)
+    if verdict is None:
+        raise StageFailed(
+            f"the review agent {result.outcome.value} without a verdict for {target.branch}"
+            + (f": {result.message}" if result.message else "")
+            + f" (its final message must start with {APPROVED} or {CHANGES_REQUESTED})"
+        )
+    if await git.commit_all(
+        f"Review of {target.branch}" + (f"\n\nRefs #{event.issue_number}" if event.issue_number else "")
+    ):
+        await git.push(target.branch)
+    text = result.final_message.strip()
+    ready = False
+    if pull is not None:
+        heading = "approved" if verdict else "changes requested"
+        body = f"{REVIEW_MARKER}\n### Review: {heading}\n\n{text[:60_000]}\n"
+        try:
+            await upsert_comment(forge, event.repository, pull.number, REVIEW_MARKER, body)
+            if verdict and not notes and pull.draft:
+                await forge.mark_ready(event.repository, pull)
+                ready = True
+        except (ForgeError, ForgeUnavailable) as exc:
+            raise StageFailed(f"the verdict could not be posted on {pull.url}: {exc.message}") from None
+    return Verdict(target, verdict, pull, ready, text)
+
+
+async def _pull(stage: StageRun, target: ReviewTarget) -> PullRequest | None:
+    event = stage.event
+    forge = stage.forge.forge
+    if event.pull_number:
+        return await forge.get_pull(event.repository, event.pull_number)
+    pulls = await forge.pulls_for_head(event.repository, target.branch)
+    if not pulls:
+        logger.info("no open pull request for %s: the verdict stays in the run's summary", target.branch)
+        return None
+    return pulls[0]

@@ -1,0 +1,400 @@
+"""Stage runs end to end on the local forge, with the example agent run through the ``command`` backend
+(a real subprocess) and the run's reports caught at the HTTP layer: planning publishes and sends the plan,
+implementation pushes a branch built on its dependencies and keeps a draft pull request and the progress
+comment, a failed attempt leaves a resume archive the next one restores, review posts its verdict."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from facteur.demo import project
+from facteur.domain.plans import parse_plan
+from facteur.domain.untrusted import PLAN_MARKER, PROGRESS_MARKER, REVIEW_MARKER
+from facteur.errors import ForgeError
+from facteur.forge.local import LocalForge
+from facteur.forge.port import PullRequest
+from facteur.settings import Settings, load_settings
+from facteur.stages.event import StageEvent, parse_event
+from facteur.stages.forges import StageForge
+from facteur.stages.reporter import Reporter
+from facteur.stages.runner import run_stage
+
+AGENT = Path(__file__).resolve().parents[3] / "examples" / "agents" / "script_agent.py"
+REPO = project.REPOSITORY
+
+
+class Calls:
+    """The run's reports, as Facteur's endpoint would receive them."""
+
+    def __init__(self, answers: dict[str, int] | None = None) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.answers = answers or {}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        status = self.answers.get(body["type"], 202)
+        return httpx.Response(status, json={"problems": ["refused here"]} if status == 422 else {})
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [b for b in self.bodies if b["type"] == kind]
+
+
+class Bench:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.forge = LocalForge(root / "forge")
+        self.forge.create_repository(REPO, source=project.write_project(root / "source"))
+        self.issue = 0
+        self.runs = 0
+        self.idea = str(uuid.uuid4())
+
+    def settings(self, **env: str) -> Settings:
+        return load_settings(
+            None,
+            environ={
+                "FACTEUR_FORGE__KIND": "local",
+                "FACTEUR_FORGE__LOCAL__ROOT": str(self.root / "forge"),
+                "FACTEUR_AGENT__KIND": "command",
+                "FACTEUR_AGENT__COMMAND": f"{sys.executable} {AGENT}",
+                "FACTEUR_AGENT__IDLE_TIMEOUT_SECONDS": "60",
+                "FACTEUR_STAGE__RESUME_DIR": str(self.root / "resume"),
+                "FACTEUR_STAGE__PULL_REQUEST_BACKOFF_SECONDS": "0",
+                **env,
+            },
+        )
+
+    def event(self, stage: str, head: str, **facteur: Any) -> StageEvent:
+        return parse_event(
+            {
+                "stage": stage,
+                "repository": REPO,
+                "base": "main",
+                "head": head,
+                "issueNumber": self.issue,
+                "issueTitle": project.TITLE,
+                "facteur": {
+                    "runId": str(uuid.uuid4()),
+                    "ideaId": self.idea,
+                    "attempt": 1,
+                    "callbackUrl": "http://facteur.test/api/v1/runs/x/events",
+                    "callbackToken": "t",
+                    "spec": {"goal": project.GOAL, "constraints": project.CONSTRAINTS},
+                    **facteur,
+                },
+            }
+        )
+
+    def task(self, key: str) -> dict[str, Any]:
+        plan = parse_plan(self.plan_markdown())
+        task = plan.task(key)
+        return {
+            "key": task.key,
+            "title": task.title,
+            "description": task.description,
+            "acceptanceCriteria": list(task.acceptance_criteria),
+            "paths": list(task.paths),
+            "dependsOn": list(task.depends_on),
+        }
+
+    def plan_markdown(self) -> str:
+        path = self.root / "plan.md"
+        if not path.exists():
+            raise AssertionError("run the planning stage first")
+        return path.read_text()
+
+    async def run(
+        self,
+        event: StageEvent,
+        calls: Calls | None = None,
+        *,
+        settings: Settings | None = None,
+        forge: LocalForge | None = None,
+    ) -> tuple[bool, str, Calls, Path]:
+        calls = calls or Calls()
+        self.runs += 1
+        cwd = self.root / f"run-{self.runs}"
+        cwd.mkdir()
+        reporter = Reporter(event.run, attempts=1, transport=httpx.MockTransport(calls.handle))
+        stage_forge = None
+        if forge is not None:
+            stage_forge = StageForge(forge, "local", str(forge.repository_path(REPO)), None)
+        ok, message = await run_stage(
+            settings or self.settings(), event, cwd=cwd, reporter=reporter, forge=stage_forge
+        )
+        return ok, message, calls, cwd
+
+
+@pytest.fixture
+def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Bench:
+    monkeypatch.setenv("EXAMPLE_AGENT_STATE_DIR", str(tmp_path / "agent-state"))
+    return Bench(tmp_path)
+
+
+async def plan_it(bench: Bench) -> str:
+    ok, message, calls, _ = await bench.run(bench.event("planning", "facteur/plan"))
+    assert ok, message
+    markdown = str(calls.of("plan")[0]["markdown"])
+    (bench.root / "plan.md").write_text(markdown)
+    return markdown
+
+
+async def implement(bench: Bench, key: str, deps: tuple[str, ...] = ()) -> tuple[bool, str, Calls, Path]:
+    dependencies = [{"key": d, "title": d, "branch": f"facteur/{d}", "summary": f"{d} done"} for d in deps]
+    event = bench.event(
+        "implementation",
+        f"facteur/{key}",
+        task=bench.task(key),
+        plan={"version": 1, "markdown": bench.plan_markdown()},
+        dependencies=dependencies,
+    )
+    return await bench.run(event)
+
+
+async def test_planning_publishes_the_plan_comment_and_sends_the_plan(bench: Bench) -> None:
+    issue = await bench.forge.create_issue(REPO, _draft("Give calc add, multiply and dot"))
+    bench.issue = issue.number
+    ok, message, calls, cwd = await bench.run(bench.event("planning", "facteur/plan"))
+    assert ok, message
+    assert message.startswith("plan with 3 task(s): add, multiply, dot")
+    assert [b["type"] for b in calls.bodies] == ["started", "plan", "completed"]
+    plan = parse_plan(calls.of("plan")[0]["markdown"])
+    assert [(t.key, t.depends_on) for t in plan.tasks] == [
+        ("add", ()), ("multiply", ()), ("dot", ("add", "multiply")),
+    ]  # fmt: skip
+    comment = await bench.forge.latest_comment_with(REPO, issue.number, PLAN_MARKER)
+    assert comment is not None and "#### dot" in comment.body
+    assert calls.of("completed")[0]["outcome"] == "succeeded"
+    for name in (
+        "logs/stage.log",
+        "logs/git.log",
+        "logs/agent-plan-1.jsonl",
+        "logs/prompt-plan-1.md",
+        "timing.json",
+    ):
+        assert (cwd / name).is_file(), name
+    timing = json.loads((cwd / "timing.json").read_text())
+    assert timing["agent_runs"] == 1 and timing["overhead_seconds"] >= 0
+    # the planning prompt fences the idea and names the plan file
+    prompt = (cwd / "logs/prompt-plan-1.md").read_text()
+    assert "PLAN.md" in prompt and "calc/dot.py" in prompt
+    # a second planning run updates the one plan comment
+    ok, _, _, _ = await bench.run(bench.event("planning", "facteur/plan"))
+    assert ok
+    assert len([c for c in await bench.forge.list_comments(REPO, issue.number) if PLAN_MARKER in c.body]) == 1
+
+
+async def test_a_plan_not_in_the_format_is_fed_back_once(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXAMPLE_AGENT_BAD_PLAN_ONCE", "1")
+    ok, message, calls, cwd = await bench.run(bench.event("planning", "facteur/plan"))
+    assert ok, message
+    retry = (cwd / "logs/prompt-plan-2.md").read_text()
+    assert "was refused" in retry and "task" in retry.lower()
+    assert len(calls.of("plan")) == 1
+
+
+async def test_a_plan_never_in_the_format_fails_clearly(bench: Bench) -> None:
+    settings = bench.settings(FACTEUR_AGENT__COMMAND="sh -c 'echo not a plan > PLAN.md'")
+    ok, message, calls, _ = await bench.run(bench.event("planning", "facteur/plan"), settings=settings)
+    assert not ok
+    assert "not in the plan format after 2 attempt(s)" in message
+    assert calls.of("plan") == []
+    completed = calls.of("completed")[0]
+    assert completed["outcome"] == "failed" and "plan format" in completed["summary"]
+    assert [a["name"] for a in completed["artifacts"]] == ["plan-refused.md"]
+
+
+async def test_a_plan_facteur_refuses_fails_the_run(bench: Bench) -> None:
+    ok, message, _, _ = await bench.run(bench.event("planning", "facteur/plan"), Calls({"plan": 422}))
+    assert not ok and "Facteur did not take the plan (HTTP 422): refused here" in message
+
+
+async def test_tasks_build_on_their_dependencies_with_draft_pulls_and_progress(bench: Bench) -> None:
+    issue = await bench.forge.create_issue(REPO, _draft("calc"))
+    bench.issue = issue.number
+    await plan_it(bench)
+    for key in ("add", "multiply"):
+        ok, message, calls, cwd = await implement(bench, key)
+        assert ok, message
+        completed = calls.of("completed")[0]
+        assert completed["branch"] == f"facteur/{key}"
+        assert completed["pull_request"].startswith("local://")
+        assert {a["name"] for a in completed["artifacts"]} == {
+            "changes.patch",
+            "git-status.txt",
+            "changes.tar.gz",
+        }
+        assert f"calc/{key}.py" in (cwd / "artifacts/changes.patch").read_text()
+    ok, message, calls, _ = await implement(bench, "dot", ("add", "multiply"))
+    assert ok, message
+    pulls = {p.head_ref: p for p in bench.forge.list_pulls(REPO)}
+    assert set(pulls) == {"facteur/add", "facteur/multiply", "facteur/dot"}
+    assert all(p.draft and p.base_ref == "main" for p in pulls.values())
+    # dot's branch carries its dependencies' work, and its commit references the issue
+    files = _git(bench, "ls-tree", "-r", "--name-only", "facteur/dot").split()
+    assert {"calc/add.py", "calc/multiply.py", "calc/dot.py"} <= set(files)
+    assert f"Refs #{issue.number}" in _git(bench, "log", "-1", "--format=%B", "facteur/dot")
+    # one progress comment per task, ticked at the end
+    progress = [
+        c.body for c in await bench.forge.list_comments(REPO, issue.number) if PROGRESS_MARKER in c.body
+    ]
+    assert len(progress) == 3
+    dot = next(body for body in progress if "<!-- facteur:task:dot -->" in body)
+    assert "**Status:** done" in dot and "- [x] vectors of different lengths raise `ValueError`" in dot
+    # running a task again finds its pull request instead of opening another
+    ok, _, _, _ = await implement(bench, "dot", ("add", "multiply"))
+    assert ok
+    assert len(bench.forge.list_pulls(REPO)) == 3
+
+
+async def test_a_failed_attempt_is_resumed_by_the_next(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    await plan_it(bench)
+    monkeypatch.setenv("EXAMPLE_AGENT_FAIL_ONCE", "add")
+    ok, message, calls, cwd = await implement(bench, "add")
+    assert not ok
+    assert "the agent failed" in message and "resume archive" in message
+    archive = bench.root / "resume" / bench.idea / "add"
+    assert (archive / "changes.patch").read_text().count("calc/add.py") >= 1
+    assert calls.of("completed")[0]["outcome"] == "failed"
+    assert _git(bench, "branch", "--list", "facteur/add") == ""  # nothing pushed
+    ok, message, _, cwd = await implement(bench, "add")
+    assert ok, message
+    assert (
+        "Resumed attempt 1" in (cwd / "logs/stage.log").read_text()
+        or "resumed" in (cwd / "logs/stage.log").read_text()
+    )
+    assert not archive.exists()
+
+
+async def test_an_agent_that_changes_nothing_fails_the_run(bench: Bench) -> None:
+    await plan_it(bench)
+    settings = bench.settings(FACTEUR_AGENT__COMMAND="true")
+    event = bench.event("implementation", "facteur/add", task=bench.task("add"))
+    ok, message, _, _ = await bench.run(event, settings=settings)
+    assert not ok and "the agent changed nothing" in message
+
+
+class RefusingForge(LocalForge):
+    """The local forge, refusing to open the first ``refusals`` pull requests."""
+
+    refusals = 0
+
+    async def create_draft_pull(
+        self, repo: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        if RefusingForge.refusals > 0:
+            RefusingForge.refusals -= 1
+            raise ForgeError("pull request creation is down")
+        return await super().create_draft_pull(repo, head=head, base=base, title=title, body=body)
+
+
+@pytest.mark.parametrize(("refusals", "opened"), [(2, True), (3, False)])
+async def test_the_draft_pull_request_is_retried_a_bounded_number_of_times(
+    bench: Bench, refusals: int, opened: bool
+) -> None:
+    await plan_it(bench)
+    RefusingForge.refusals = refusals
+    event = bench.event("implementation", "facteur/add", task=bench.task("add"))
+    ok, message, _, _ = await bench.run(event, forge=RefusingForge(bench.root / "forge"))
+    assert ok is opened
+    if not opened:
+        assert "no pull request for facteur/add into main in demo/calc after 3 attempt(s)" in message
+        assert "pull request creation is down" in message
+
+
+async def test_review_approves_marks_ready_and_a_thread_holds_it_back(bench: Bench) -> None:
+    await plan_it(bench)
+    for key, deps in (("add", ()), ("multiply", ()), ("dot", ("add", "multiply"))):
+        ok, message, _, _ = await implement(bench, key, deps)
+        assert ok, message
+    [dot] = bench.forge.list_pulls(REPO, head="facteur/dot")
+    targets = [{"key": "dot", "title": "dot", "branch": "facteur/dot", "pullRequest": dot.url}]
+    event = bench.event(
+        "review", "facteur/dot", targets=targets, plan={"version": 1, "markdown": bench.plan_markdown()}
+    )
+    ok, message, calls, _ = await bench.run(event)
+    assert ok, message
+    assert message.splitlines()[0] == "APPROVED"
+    [dot] = bench.forge.list_pulls(REPO, head="facteur/dot")
+    assert not dot.draft
+    verdict = await bench.forge.latest_comment_with(REPO, dot.number, REVIEW_MARKER)
+    assert verdict is not None and "Review: approved" in verdict.body
+    assert calls.of("completed")[0]["pull_request"] == dot.url
+
+
+async def test_review_requests_changes_when_the_tests_fail(bench: Bench) -> None:
+    await plan_it(bench)
+    ok, message, _, _ = await implement(bench, "add")
+    assert ok, message
+    [add] = bench.forge.list_pulls(REPO, head="facteur/add")
+    bench.forge.add_review_thread(REPO, add.number, "Please handle floats", path="calc/add.py")
+    targets = [{"key": "add", "title": "add", "branch": "facteur/add", "pullRequest": add.url}]
+    ok, message, calls, cwd = await bench.run(bench.event("review", "facteur/add", targets=targets))
+    assert not ok
+    assert message.splitlines()[0] == "CHANGES REQUESTED"
+    assert "Please handle floats" in (cwd / "logs/prompt-review-1.md").read_text()
+    [add] = bench.forge.list_pulls(REPO, head="facteur/add")
+    assert add.draft
+    verdict = await bench.forge.latest_comment_with(REPO, add.number, REVIEW_MARKER)
+    assert verdict is not None and "changes requested" in verdict.body
+    assert calls.of("completed")[0]["outcome"] == "failed"
+
+
+async def test_heartbeats_are_sent_while_the_agent_works(bench: Bench) -> None:
+    settings = bench.settings(
+        FACTEUR_STAGE__HEARTBEAT_SECONDS="0.05",
+        FACTEUR_AGENT__COMMAND=f"sh -c 'sleep 0.6; exec {sys.executable} {AGENT}'",
+    )
+    ok, message, calls, _ = await bench.run(bench.event("planning", "facteur/plan"), settings=settings)
+    assert ok, message
+    beats = calls.of("heartbeat")
+    assert len(beats) >= 3
+    assert [b["id"] for b in beats[:3]] == ["heartbeat-1", "heartbeat-2", "heartbeat-3"]
+
+
+async def test_a_missing_base_branch_fails_with_its_name(bench: Bench) -> None:
+    event = parse_event({**_raw(bench.event("planning", "facteur/plan")), "base": "trunk"})
+    ok, message, calls, _ = await bench.run(event)
+    assert not ok and "trunk" in message
+    assert calls.of("completed")[0]["outcome"] == "failed"
+
+
+def _raw(event: StageEvent) -> dict[str, Any]:
+    return dict(event.raw)
+
+
+def _draft(title: str) -> Any:
+    from facteur.forge.port import IssueDraft
+
+    return IssueDraft(title=title, body="")
+
+
+def _git(bench: Bench, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", *args], cwd=bench.forge.repository_path(REPO), capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+async def test_a_failed_attempt_on_a_file_that_is_not_utf8_keeps_its_bytes(bench: Bench) -> None:
+    await plan_it(bench)
+    script = bench.root / "latin1-agent.sh"
+    script.write_text("#!/bin/sh\nprintf 'caf\\351\\n' > notes.txt\nexit 1\n")
+    script.chmod(0o755)
+    settings = bench.settings(FACTEUR_AGENT__COMMAND=str(script))
+    event = bench.event("implementation", "facteur/add", task=bench.task("add"))
+    ok, message, _, cwd = await bench.run(event, settings=settings)
+    assert not ok and "resume archive" in message
+    patch = (bench.root / "resume" / bench.idea / "add" / "changes.patch").read_bytes()
+    assert b"caf\xe9" in patch
+    assert b"caf\xe9" in (cwd / "artifacts" / "changes.patch").read_bytes()
