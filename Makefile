@@ -46,8 +46,8 @@ format: sync ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-typecheck: sync ## mypy --strict over src and tests
-	$(VENV)/bin/mypy src tests
+typecheck: sync ## mypy --strict over src, tests and the example agent
+	$(VENV)/bin/mypy src tests examples/agents
 
 check: lint typecheck test ## lint, type-check and test
 

@@ -38,13 +38,13 @@ review
     project and pytest is importable, else ``python -m unittest discover -v``). Stdout starts with
     ``APPROVED`` or ``CHANGES REQUESTED``, then the end of the test output.
 
-Switches for tests (``FACTEUR_EXAMPLE_AGENT_*``)
+Switches for tests (``EXAMPLE_AGENT_*``)
 ------------------------------------------------
-``FACTEUR_EXAMPLE_AGENT_BAD_PLAN_ONCE=1``
+``EXAMPLE_AGENT_BAD_PLAN_ONCE=1``
     the first planning call without ``feedback`` writes a plan without tasks (invalid on purpose);
-``FACTEUR_EXAMPLE_AGENT_FAIL_ONCE=<key>[,<key>...]``
+``EXAMPLE_AGENT_FAIL_ONCE=<key>[,<key>...]``
     the first implementation of these tasks writes its files, then exits 1;
-``FACTEUR_EXAMPLE_AGENT_STATE_DIR``
+``EXAMPLE_AGENT_STATE_DIR``
     where "first" is remembered; without it, in the checkout's git directory (never committed).
 
 Honest limits
@@ -93,9 +93,9 @@ except ImportError as error:  # run with an interpreter that does not have Facte
     raise SystemExit(2) from error
 
 STAGES = ("planning", "implementation", "review")
-BAD_PLAN_ONCE = "FACTEUR_EXAMPLE_AGENT_BAD_PLAN_ONCE"
-FAIL_ONCE = "FACTEUR_EXAMPLE_AGENT_FAIL_ONCE"
-STATE_DIR = "FACTEUR_EXAMPLE_AGENT_STATE_DIR"
+BAD_PLAN_ONCE = "EXAMPLE_AGENT_BAD_PLAN_ONCE"
+FAIL_ONCE = "EXAMPLE_AGENT_FAIL_ONCE"
+STATE_DIR = "EXAMPLE_AGENT_STATE_DIR"
 STATE_FILE = "facteur-example-agent-state.json"
 #: how many lines of test output the review verdict shows
 TEST_OUTPUT_LINES = 40

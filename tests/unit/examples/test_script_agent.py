@@ -223,7 +223,7 @@ def test_planning_reports_tasks_that_break_the_plan_rules(agent: Agent) -> None:
 
 def test_bad_plan_once_writes_one_invalid_plan_when_there_is_no_feedback(agent: Agent) -> None:
     (agent.workdir / ".git").mkdir()
-    env = {"FACTEUR_EXAMPLE_AGENT_BAD_PLAN_ONCE": "1"}
+    env = {"EXAMPLE_AGENT_BAD_PLAN_ONCE": "1"}
     idea = demo_idea()
 
     with_feedback = agent.run("planning", planning({"text": idea}, feedback="make it smaller"), env=env)
@@ -234,7 +234,7 @@ def test_bad_plan_once_writes_one_invalid_plan_when_there_is_no_feedback(agent: 
     first = agent.run("planning", planning({"text": idea}), env=env)
 
     assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith("planned 0 tasks: FACTEUR_EXAMPLE_AGENT_BAD_PLAN_ONCE is set")
+    assert first.stdout.startswith("planned 0 tasks: EXAMPLE_AGENT_BAD_PLAN_ONCE is set")
     with pytest.raises(InvalidPlan, match="the plan has no tasks"):
         read_plan(agent.workdir)
 
@@ -339,14 +339,14 @@ def test_paths_outside_the_checkout_are_refused_before_anything_is_written(
 
 def test_fail_once_fails_the_first_attempt_of_a_fresh_clone_only(agent: Agent, tmp_path: Path) -> None:
     env = {
-        "FACTEUR_EXAMPLE_AGENT_FAIL_ONCE": "other,ops",
-        "FACTEUR_EXAMPLE_AGENT_STATE_DIR": str(tmp_path / "s"),
+        "EXAMPLE_AGENT_FAIL_ONCE": "other,ops",
+        "EXAMPLE_AGENT_STATE_DIR": str(tmp_path / "s"),
     }
 
     first = agent.run("implementation", implementation("ops", DESCRIPTION), env=env)
 
     assert first.returncode == 1
-    assert "failing on purpose: FACTEUR_EXAMPLE_AGENT_FAIL_ONCE names `ops`" in first.stdout
+    assert "failing on purpose: EXAMPLE_AGENT_FAIL_ONCE names `ops`" in first.stdout
     assert (agent.workdir / "src" / "calc" / "ops.py").exists()  # the files are written all the same
     assert (tmp_path / "s" / STATE_FILE).exists()
 
@@ -363,7 +363,7 @@ def test_fail_once_fails_the_first_attempt_of_a_fresh_clone_only(agent: Agent, t
 
 def test_fail_once_remembers_in_the_git_directory_without_a_state_dir(agent: Agent) -> None:
     (agent.workdir / ".git").mkdir()
-    env = {"FACTEUR_EXAMPLE_AGENT_FAIL_ONCE": "ops"}
+    env = {"EXAMPLE_AGENT_FAIL_ONCE": "ops"}
 
     first = agent.run("implementation", implementation("ops", DESCRIPTION), env=env)
     second = agent.run("implementation", implementation("ops", DESCRIPTION), env=env)
@@ -374,12 +374,12 @@ def test_fail_once_remembers_in_the_git_directory_without_a_state_dir(agent: Age
 
 
 def test_fail_once_without_anywhere_to_remember_is_refused(agent: Agent) -> None:
-    env = {"FACTEUR_EXAMPLE_AGENT_FAIL_ONCE": "ops"}
+    env = {"EXAMPLE_AGENT_FAIL_ONCE": "ops"}
 
     result = agent.run("implementation", implementation("ops", DESCRIPTION), env=env)
 
     assert result.returncode == 2
-    assert "set FACTEUR_EXAMPLE_AGENT_STATE_DIR" in result.stderr
+    assert "set EXAMPLE_AGENT_STATE_DIR" in result.stderr
     assert list(agent.workdir.iterdir()) == []
 
 
