@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -168,8 +169,8 @@ class Records:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._connect()
             try:
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("BEGIN IMMEDIATE")
+                _retry_busy(lambda: db.execute("PRAGMA journal_mode = WAL"))
+                _begin(db, write=True)
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
                 found = db.execute("SELECT version FROM schema_version").fetchall()
@@ -199,7 +200,7 @@ class Records:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         try:
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            _begin(db, write=write)
             yield db
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -218,6 +219,39 @@ class Records:
         if "locked" in text or "busy" in text:
             return ForgeUnavailable(f"the local forge's records ({self.path}) stayed locked: {text}")
         return ForgeError(f"the local forge's records ({self.path}) failed: {text}")
+
+
+def _begin(db: sqlite3.Connection, *, write: bool) -> None:
+    """Open the transaction and take its lock (writers) or its snapshot (readers) now, retrying while the
+    file is busy: SQLite answers some lock conflicts at once instead of waiting out the busy timeout (a
+    connection of another process checkpointing the WAL as it closes, a stale snapshot), and those are as
+    passing as any other."""
+
+    def begin() -> None:
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            if not write:
+                db.execute("SELECT version FROM schema_version").fetchall()
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    _retry_busy(begin)
+
+
+def _retry_busy(action: Callable[[], object]) -> None:
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 # --- issues -------------------------------------------------------------------------------------------------
