@@ -94,6 +94,9 @@ class LocalExecutorSettings(_Section):
     #: split like a shell line, then ``{stage}``, ``{event_file}``, ``{run_id}``, ``{workdir}`` are filled per
     #: argument; no shell ever runs it
     command: str = "facteur stage {stage} --event {event_file}"
+    #: run Facteur's own stage runner (a command ``facteur stage …``) in processes forked from a warm
+    #: interpreter that has imported it once, instead of starting a new interpreter per run
+    warm_stage_host: bool = True
 
 
 class ExecutorSettings(_Section):

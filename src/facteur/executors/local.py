@@ -23,11 +23,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from facteur.clock import Clock
 from facteur.errors import ConfigError, ExecutorError
 from facteur.executors.port import Submission, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
+from facteur.executors.stage_host import StageHost
 from facteur.settings import LocalExecutorSettings
 
 logger = logging.getLogger(__name__)
@@ -61,9 +62,19 @@ def parse_command(template: str) -> list[str]:
     return argv
 
 
+class _Process(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
 @dataclass
 class _Live:
-    process: asyncio.subprocess.Process
+    process: _Process
     cancelled: bool = False
 
 
@@ -84,6 +95,9 @@ class LocalExecutor:
         #: (absolute paths of the settings it shares with the server); any other command gets neither
         self._own = self._argv[0] == "facteur"
         self._stage_env = dict(stage_env or {})
+        self._host: StageHost | None = None
+        if self._own and self._argv[1:2] == ["stage"] and settings.warm_stage_host:
+            self._host = StageHost()
         self._workdir = settings.workdir.resolve()
         self._concurrency = settings.max_concurrency
         self._clock = clock
@@ -105,6 +119,8 @@ class LocalExecutor:
     async def start(self) -> None:
         """Recover the runs of a previous process, then start the workers."""
         self._workdir.mkdir(parents=True, exist_ok=True)
+        if self._host is not None:
+            self._workers.append(asyncio.create_task(self._host.warm(), name="facteur-stage-host"))
         for state_file in sorted(self._workdir.glob("*/state.json"), key=_mtime):
             state = _read_json(state_file)
             if state is None:
@@ -117,6 +133,11 @@ class LocalExecutor:
         for index in range(self._concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"facteur-local-executor-{index}"))
 
+    async def warmed(self) -> None:
+        """Return once the warm stage host (when there is one) is ready, or could not start."""
+        if self._host is not None:
+            await self._host.warm()
+
     async def aclose(self) -> None:
         self._closing = True
         for worker in self._workers:
@@ -127,6 +148,8 @@ class LocalExecutor:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         self._workers.clear()
+        if self._host is not None:
+            await self._host.aclose()
 
     # --- the port ------------------------------------------------------------------------------------------
 
@@ -228,21 +251,30 @@ class LocalExecutor:
             FACTEUR_EVENT_FILE=str(run_dir / "event.json"),
             FACTEUR_WORKFLOW_NAME=name,
         )
-        with (run_dir / "run.log").open("ab") as log:
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    cwd=run_dir,
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                self._finish(name, state, "failed", message=f"cannot start {argv[0]}: {exc.strerror}")
-                await self._notify(state)
-                return
+        process: _Process
+        try:
+            if self._host is not None:
+                # argv is [python, -m, facteur, stage, ...]: the host runs what follows "facteur"
+                process = await self._host.start(argv[3:], cwd=run_dir, env=env, log=run_dir / "run.log")
+            else:
+                with (run_dir / "run.log").open("ab") as log:
+                    process = await asyncio.create_subprocess_exec(
+                        *argv,
+                        cwd=run_dir,
+                        env=env,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+        except OSError as exc:
+            self._finish(name, state, "failed", message=f"cannot start {argv[0]}: {exc.strerror}")
+            await self._notify(state)
+            return
+        except ExecutorError as exc:
+            self._finish(name, state, "failed", message=exc.message)
+            await self._notify(state)
+            return
         live = _Live(process)
         self._live[name] = live
         state.update(state="running", pid=process.pid, started_at=_iso(self._clock.now()), argv=argv)

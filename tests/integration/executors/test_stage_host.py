@@ -1,0 +1,168 @@
+"""The warm stage host: Facteur's own ``facteur stage`` runs are forked from a preloaded interpreter. A run
+ends with the stage's exit status and its output in the run's log, as a subprocess would; stopping a run
+stops its agent too; a host that dies is started again for the next run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from facteur.demo import project
+from facteur.domain.runs import workflow_name
+from facteur.domain.stages import Stage
+from facteur.executors.local import LocalExecutor
+from facteur.executors.port import WorkflowPhase, WorkflowRef, WorkflowRequest
+from facteur.forge.local import LocalForge
+from facteur.settings import LocalExecutorSettings
+from tests.integration.executors.test_local import Recorder
+from tests.support.fakes import FakeClock
+
+COMMAND = "facteur stage {stage} --event {event_file}"
+
+
+def request(body: dict[str, object]) -> WorkflowRequest:
+    run_id = uuid.uuid4()
+    created = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    return WorkflowRequest(
+        run_id=run_id,
+        idea_id=uuid.uuid4(),
+        task_id=uuid.uuid4(),
+        stage=Stage.PLANNING,
+        name=workflow_name(Stage.PLANNING, run_id, created),
+        created_at=created,
+        event_body=json.dumps(body).encode(),
+        raw_event=b"",
+        repository=project.REPOSITORY,
+        issue_number=0,
+    )
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[tuple[Path, Recorder, list[LocalExecutor]]]:
+    made: list[LocalExecutor] = []
+    yield tmp_path, Recorder(), made
+    for executor in made:
+        await executor.aclose()
+
+
+async def start(
+    tmp_path: Path,
+    clock: FakeClock,
+    recorder: Recorder,
+    made: list[LocalExecutor],
+    *,
+    warm: bool = True,
+    **env: str,
+) -> LocalExecutor:
+    settings = LocalExecutorSettings(workdir=tmp_path / "runs", command=COMMAND, warm_stage_host=warm)
+    executor = LocalExecutor(settings, clock=clock, listener=recorder, stage_env=env)
+    made.append(executor)
+    await executor.start()
+    await executor.warmed()
+    return executor
+
+
+async def finished(executor: LocalExecutor, recorder: Recorder, name: str) -> dict[str, object]:
+    ref = WorkflowRef("local", "local", name)
+    await recorder.wait_for(
+        lambda: any(
+            p in {WorkflowPhase.SUCCEEDED, WorkflowPhase.FAILED, WorkflowPhase.CANCELLED}
+            for _, p in recorder.seen[-1:]
+        ),
+        60,
+    )
+    status = await executor.status(ref)
+    return {"phase": status.phase, **status.details, "message": status.message}
+
+
+@pytest.mark.parametrize("warm", [True, False])
+async def test_a_bad_event_ends_the_run_with_the_stage_exit_status_and_its_message(
+    world: tuple[Path, Recorder, list[LocalExecutor]], clock: FakeClock, warm: bool
+) -> None:
+    tmp_path, recorder, made = world
+    executor = await start(tmp_path, clock, recorder, made, warm=warm)
+    sent = request({"stage": "planning", "repository": "nope"})
+    await executor.submit(sent)
+    result = await finished(executor, recorder, sent.name)
+    assert result["phase"] is WorkflowPhase.FAILED and result["exit_code"] == "2"
+    log = (tmp_path / "runs" / sent.name / "run.log").read_text()
+    assert "error: field 'repository' must be owner/name, not 'nope'" in log
+    assert "Traceback" not in log
+
+
+async def test_stopping_a_hosted_run_stops_its_agent(
+    world: tuple[Path, Recorder, list[LocalExecutor]], clock: FakeClock
+) -> None:
+    tmp_path, recorder, made = world
+    forge = LocalForge(tmp_path / "forge")
+    forge.create_repository(project.REPOSITORY, source=project.write_project(tmp_path / "source"))
+    executor = await start(
+        tmp_path,
+        clock,
+        recorder,
+        made,
+        FACTEUR_FORGE__KIND="local",
+        FACTEUR_FORGE__LOCAL__ROOT=str(tmp_path / "forge"),
+        FACTEUR_AGENT__KIND="command",
+        FACTEUR_AGENT__COMMAND="sleep 60",
+    )
+    sent = request(
+        {"stage": "planning", "repository": project.REPOSITORY, "head": "main", "facteur": {"spec": {}}}
+    )
+    await executor.submit(sent)
+    stage_log = tmp_path / "runs" / sent.name / "logs" / "stage.log"
+    agent_pid = None
+    async with asyncio.timeout(30):
+        while agent_pid is None:
+            found = re.search(
+                r"agent_started: pid=(\d+)", stage_log.read_text() if stage_log.exists() else ""
+            )
+            agent_pid = int(found.group(1)) if found else None
+            await asyncio.sleep(0.05)
+    await executor.cancel(WorkflowRef("local", "local", sent.name))
+    result = await finished(executor, recorder, sent.name)
+    assert result["phase"] is WorkflowPhase.CANCELLED
+    async with asyncio.timeout(10):
+        while _alive(agent_pid):
+            await asyncio.sleep(0.05)
+    assert "planning stopped: SIGTERM" in (tmp_path / "runs" / sent.name / "run.log").read_text()
+
+
+async def test_a_host_that_died_is_started_again(
+    world: tuple[Path, Recorder, list[LocalExecutor]], clock: FakeClock
+) -> None:
+    tmp_path, recorder, made = world
+    executor = await start(tmp_path, clock, recorder, made)
+    host = executor._host
+    assert host is not None and host._process is not None
+    os.kill(host._process.pid, signal.SIGKILL)
+    await host._process.wait()
+    sent = request({"stage": "planning", "repository": "nope"})
+    await executor.submit(sent)
+    result = await finished(executor, recorder, sent.name)
+    assert result["exit_code"] == "2"
+    assert host._process is not None and host._process.returncode is None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie whose parent has not reaped it yet is as good as gone
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
