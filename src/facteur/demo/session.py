@@ -45,6 +45,8 @@ class DemoOptions:
     directory: Path | None = None
     timeout_seconds: float = 300.0
     agent_script: Path | None = None
+    #: stage runs forked from the warm stage host (False: a new interpreter per run, for comparison)
+    warm_stage_host: bool = True
 
 
 @dataclass
@@ -102,7 +104,7 @@ def find_example_agent() -> Path:
     raise DemoError("the example agent (examples/agents/script_agent.py) is not installed with this Facteur")
 
 
-def prepare(directory: Path, agent_script: Path, port: int) -> Path:
+def prepare(directory: Path, agent_script: Path, port: int, *, warm_stage_host: bool = True) -> Path:
     """Write the project, put it on a new local forge, and write the configuration; return its path."""
     from facteur.forge.local import LocalForge
 
@@ -112,7 +114,14 @@ def prepare(directory: Path, agent_script: Path, port: int) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port},
         "database": {"url": f"sqlite:///{directory / 'facteur.db'}"},
-        "executor": {"kind": "local", "local": {"workdir": str(directory / "runs"), "max_concurrency": 3}},
+        "executor": {
+            "kind": "local",
+            "local": {
+                "workdir": str(directory / "runs"),
+                "max_concurrency": 3,
+                "warm_stage_host": warm_stage_host,
+            },
+        },
         "forge": {"kind": "local", "local": {"root": str(directory / "forge")}},
         "agent": {
             "kind": "command",
@@ -145,7 +154,7 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoSumm
     agent = (options.agent_script or find_example_agent()).resolve()
     port = _free_port()
     say(f"demo directory: {directory}")
-    config_path = prepare(directory, agent, port)
+    config_path = prepare(directory, agent, port, warm_stage_host=options.warm_stage_host)
     say(f"project {project.REPOSITORY} on the local forge ({directory / 'forge'}), its tests failing")
     # the demo's settings are its file alone: the stage runs it starts read the same file
     for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
@@ -199,9 +208,10 @@ async def _serving(settings: Any) -> Any:
 
     from facteur.app import create_app
 
+    app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            app,
             host=settings.server.host,
             port=settings.server.port,
             log_config=None,
@@ -216,6 +226,12 @@ async def _serving(settings: Any) -> Any:
             server.should_exit = True
             raise DemoError("the embedded Facteur did not start (see the messages above)")
         await asyncio.sleep(0.05)
+    from facteur.executors.local import LocalExecutor
+
+    executor = app.state.runtime.executor
+    if isinstance(executor, LocalExecutor):
+        # a server is up long before its first idea: wait, as it would have, for the warm stage host
+        await executor.warmed()
     try:
         yield f"http://{settings.server.host}:{settings.server.port}"
     finally:

@@ -8,13 +8,16 @@ base, ``git status``, and an archive of the changed files. On failure the resume
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import tarfile
+from typing import Any
 
 from facteur.agents.port import AgentEvent, EventKind
 from facteur.domain.stage_prompts import DependencyNote, task_prompt
 from facteur.domain.untrusted import PROGRESS_MARKER
+from facteur.forge.port import PullRequest
 from facteur.stages.bootstrap import bootstrap
 from facteur.stages.publish import Progress, ProgressComment, ensure_draft_pull, progress_items
 from facteur.stages.resume import ResumeArchive
@@ -74,7 +77,7 @@ async def run(stage: StageRun) -> StageOutcome:
                 for i in items
                 if isinstance(i, dict)
             ]
-            await stage.reporter.progress("the agent's to-do list", checklist)
+            stage.reporter.progress("the agent's to-do list", checklist)
 
     prompt = event.prompt or task_prompt(
         repository=event.repository,
@@ -106,7 +109,7 @@ async def run(stage: StageRun) -> StageOutcome:
             f"the agent {result.outcome.value}: {result.message} (resume archive: {saved})",
             artifacts=artifacts,
         )
-    await stage.reporter.progress("the agent finished; committing")
+    stage.reporter.progress("the agent finished; committing")
     issue = f"\n\nRefs #{event.issue_number}" if event.issue_number else ""
     idea = f"\n\nIdea {event.run.idea_id}, task {key}." if event.run.idea_id else ""
     commit = await git.commit_all(f"{title}{idea}{issue}")
@@ -114,19 +117,23 @@ async def run(stage: StageRun) -> StageOutcome:
     if not changed:
         raise StageFailed(f"the agent changed nothing: {event.head} has no change against {event.base}")
     await git.push(event.head)
-    await progress.update("working", f"Pushed `{event.head}`" + (f" ({commit[:12]})." if commit else "."))
     stage_settings = stage.settings.stage
-    pull = await ensure_draft_pull(
-        stage.forge.forge,
-        event.repository,
-        head=event.head,
-        base=event.base,
-        title=title,
-        body=_pull_body(stage, result.final_message),
-        attempts=stage_settings.pull_request_attempts,
-        backoff_seconds=stage_settings.pull_request_backoff_seconds,
-    )
-    artifacts = await _artifacts(stage, f"origin/{event.base}")
+
+    async def publish() -> PullRequest:
+        await progress.update("working", f"Pushed `{event.head}`" + (f" ({commit[:12]})." if commit else "."))
+        return await ensure_draft_pull(
+            stage.forge.forge,
+            event.repository,
+            head=event.head,
+            base=event.base,
+            title=title,
+            body=_pull_body(stage, result.final_message),
+            attempts=stage_settings.pull_request_attempts,
+            backoff_seconds=stage_settings.pull_request_backoff_seconds,
+        )
+
+    # the pull request and the artifacts do not depend on each other
+    pull, artifacts = await asyncio.gather(publish(), _artifacts(stage, f"origin/{event.base}", changed))
     archive.clear()
     progress.progress.tick_all()
     await progress.update("done", f"Draft pull request {pull.url}; {len(changed)} file(s) changed.")
@@ -150,11 +157,11 @@ def _pull_body(stage: StageRun, summary: str) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-async def _artifacts(stage: StageRun, against: str) -> list[dict[str, object]]:
+async def _artifacts(stage: StageRun, against: str, files: list[str] | None = None) -> list[dict[str, Any]]:
     git = stage.git
-    patch = await git.diff_patch(against)
-    status = await git.status_porcelain()
-    files = await git.changed_files(against)
+    patch, status = await asyncio.gather(git.diff_patch(against), git.status_porcelain())
+    if files is None:
+        files = await git.changed_files(against)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name in files:

@@ -51,11 +51,16 @@ class Reporter:
         self._attempts = attempts
         self._sleep = sleep
         self._counts: dict[str, int] = {}
+        url = run.callback_url
+        # plain http needs no TLS: skip loading the CA bundle (tens of milliseconds at every stage start)
         self._client = (
-            httpx.AsyncClient(timeout=timeout_seconds, transport=transport)
-            if run.callback_url is not None
+            httpx.AsyncClient(timeout=timeout_seconds, transport=transport, verify=url.startswith("https://"))
+            if url is not None
             else None
         )
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+        self._beat_waiting = False
         #: every event sent, in order (``type`` and ``id``), and the last answer of each: the stage's record
         self.sent: list[tuple[str, str, int | None]] = []
 
@@ -64,26 +69,34 @@ class Reporter:
         return self._client is not None
 
     async def aclose(self) -> None:
+        await self.flush()
+        if self._sender is not None:
+            self._queue.put_nowait(None)
+            await self._sender
+            self._sender = None
         if self._client is not None:
             await self._client.aclose()
 
-    async def started(self) -> Answer | None:
-        return await self.send("started", event_id="started")
+    # started, heartbeats, progress and usage go out in the background, in order, so that the stage does not
+    # wait for Facteur's answer; plan and completed wait for them, then for their own answer
 
-    async def heartbeat(self) -> Answer | None:
-        return await self.send("heartbeat")
+    def started(self) -> None:
+        self.post("started", event_id="started")
 
-    async def progress(self, text: str, checklist: list[dict[str, Any]] | None = None) -> Answer | None:
-        return await self.send("progress", text=text[:20_000], checklist=checklist or [])
+    def heartbeat(self) -> None:
+        self.post("heartbeat")
 
-    async def usage(self, input_tokens: int, output_tokens: int, cost_usd: float) -> Answer | None:
-        if not (input_tokens or output_tokens or cost_usd):
-            return None
-        return await self.send(
-            "usage", input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=round(cost_usd, 6)
-        )
+    def progress(self, text: str, checklist: list[dict[str, Any]] | None = None) -> None:
+        self.post("progress", text=text[:20_000], checklist=checklist or [])
+
+    def usage(self, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
+        if input_tokens or output_tokens or cost_usd:
+            self.post(
+                "usage", input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=round(cost_usd, 6)
+            )
 
     async def plan(self, markdown: str) -> Answer | None:
+        await self.flush()
         return await self.send("plan", markdown=markdown)
 
     async def completed(
@@ -95,6 +108,7 @@ class Reporter:
         pull_request: str | None = None,
         branch: str | None = None,
     ) -> Answer | None:
+        await self.flush()
         fields: dict[str, Any] = {
             "outcome": "succeeded" if succeeded else "failed",
             "summary": summary[:100_000],
@@ -106,12 +120,46 @@ class Reporter:
             fields["branch"] = branch
         return await self.send("completed", event_id="completed", **fields)
 
+    def post(self, kind: str, *, event_id: str | None = None, **fields: Any) -> None:
+        """Queue one event; it is sent after those queued before it (a heartbeat only when none waits)."""
+        if kind == "heartbeat":
+            if self._beat_waiting:
+                return
+            self._beat_waiting = True
+        self._queue.put_nowait((kind, {"event_id": event_id or self._next_id(kind), **fields}))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._drain(), name="facteur-stage-reports")
+
+    async def flush(self) -> None:
+        """Wait until every queued event was sent (or given up on)."""
+        if self._sender is not None:
+            await self._queue.join()
+
+    async def _drain(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if item is None:
+                    return
+                kind, fields = item
+                if kind == "heartbeat":
+                    self._beat_waiting = False
+                await self.send(kind, **fields)
+            except Exception:  # a report that fails to go out never fails the stage
+                logger.exception("run report not sent")
+            finally:
+                self._queue.task_done()
+
+    def _next_id(self, kind: str) -> str:
+        count = self._counts.get(kind, 0) + 1
+        self._counts[kind] = count
+        return f"{kind}-{count}"
+
     async def send(self, kind: str, *, event_id: str | None = None, **fields: Any) -> Answer | None:
-        """Send one event; the answer, or None when there is nowhere to send it or it never got through."""
+        """Send one event now; the answer, or None when there is nowhere to send it or it never got
+        through."""
         if event_id is None:
-            count = self._counts.get(kind, 0) + 1
-            self._counts[kind] = count
-            event_id = f"{kind}-{count}"
+            event_id = self._next_id(kind)
         if self._client is None or self._run.callback_url is None:
             logger.info("run report kept in the log (no callback URL): type=%s id=%s", kind, event_id)
             self.sent.append((kind, event_id, None))
@@ -165,7 +213,7 @@ class Reporter:
         async def beat() -> None:
             while True:
                 await asyncio.sleep(interval)
-                await self.heartbeat()
+                self.heartbeat()
 
         task = asyncio.create_task(beat(), name="facteur-stage-heartbeat")
         try:

@@ -190,7 +190,7 @@ class StageRun:
         self.totals.input_tokens += usage.input_tokens
         self.totals.output_tokens += usage.output_tokens
         self.totals.cost_usd += usage.cost_usd
-        await self.reporter.usage(usage.input_tokens, usage.output_tokens, usage.cost_usd)
+        self.reporter.usage(usage.input_tokens, usage.output_tokens, usage.cost_usd)
         logger.info(
             "agent ended: label=%s outcome=%s seconds=%.2f tokens_in=%s tokens_out=%s message=%s",
             label,
@@ -262,7 +262,7 @@ async def run_stage(
             event.run.attempt,
             forge.kind,
         )
-        await reporter.started()
+        reporter.started()
         try:
             async with reporter.heartbeats(stage_settings.heartbeat_seconds):
                 outcome = await body(run)

@@ -134,20 +134,36 @@ def reporter(server: Server, attempts: int = 4) -> tuple[Reporter, list[float]]:
 async def test_reports_are_retried_with_backoff_then_delivered_once_with_the_same_id() -> None:
     server = Server(503, 0, 429)
     sent, naps = reporter(server)
-    answer = await sent.heartbeat()
+    answer = await sent.send("heartbeat")
     assert answer is not None and answer.status == 202
     assert [body["id"] for _, body in server.received] == ["heartbeat-1"] * 4
     assert naps == [0.5, 1.0, 2.0]
     assert {auth for auth, _ in server.received} == {"Bearer secret-token"}
-    await sent.heartbeat()
+    sent.heartbeat()
+    await sent.flush()
     assert server.received[-1][1]["id"] == "heartbeat-2"
+    await sent.aclose()
+
+
+async def test_background_reports_go_out_in_order_before_the_outcome() -> None:
+    server = Server(503)  # the first one is retried: the rest wait behind it
+    sent, _ = reporter(server)
+    sent.started()
+    sent.progress("half way", [{"text": "a", "done": True}])
+    sent.heartbeat()
+    sent.heartbeat()  # one heartbeat waiting is enough
+    sent.usage(3, 4, 0.5)
+    await sent.completed(succeeded=True, summary="done")
+    kinds = [body["id"] for _, body in server.received]
+    assert kinds == ["started", "started", "progress-1", "heartbeat-1", "usage-1", "completed"]
     await sent.aclose()
 
 
 async def test_a_report_that_never_gets_through_does_not_raise() -> None:
     server = Server(500, 500, 500)
     sent, _ = reporter(server, attempts=3)
-    assert await sent.started() is None
+    sent.started()
+    await sent.flush()
     assert len(server.received) == 3
     assert sent.sent == [("started", "started", None)]
     await sent.aclose()
@@ -165,8 +181,8 @@ async def test_a_refusal_is_final_and_its_problems_are_read() -> None:
 async def test_completed_carries_the_outcome_and_usage_skips_nothing_to_say() -> None:
     server = Server()
     sent, _ = reporter(server)
-    assert await sent.usage(0, 0, 0.0) is None
-    await sent.usage(10, 5, 0.0123456789)
+    sent.usage(0, 0, 0.0)
+    sent.usage(10, 5, 0.0123456789)
     await sent.completed(succeeded=False, summary="it broke", branch="b", pull_request=None)
     bodies = [body for _, body in server.received]
     assert bodies[0] == {
@@ -187,6 +203,7 @@ async def test_without_a_callback_url_reports_stay_in_the_log() -> None:
     run = parse_event(event(facteur={})).run
     sent = Reporter(run)
     assert not sent.enabled
-    assert await sent.started() is None
+    sent.started()
+    await sent.flush()
     assert sent.sent == [("started", "started", None)]
     await sent.aclose()
