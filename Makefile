@@ -11,7 +11,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help run test check lint format typecheck proto bench bench-bus bench-webhooks bench-scheduler sync system-deps clean
+.PHONY: help run test check lint format typecheck proto bench bench-bus bench-webhooks bench-scheduler bench-stages sync system-deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench-bus: sync ## benchmark the outbox relay and Kafka, print its figures (see 
 
 bench-scheduler: sync ## benchmark scheduling passes and dispatch latency, print its figures (see bench/README.md)
 	$(VENV)/bin/python bench/scheduler.py
+
+bench-stages: sync ## benchmark Facteur's overhead per stage run (facteur demo), print its figures (see bench/README.md)
+	$(VENV)/bin/python bench/stages.py
 
 clean: ## remove the virtual environments and caches
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
