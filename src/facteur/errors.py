@@ -57,6 +57,10 @@ class ExecutorUnavailable(ExecutorError):
     """The executor cannot be reached."""
 
 
+class WorkflowRefused(ExecutorError):
+    """The executor can never run this workflow as it is (submitting it again would not help)."""
+
+
 class BusError(FacteurError):
     """The message bus failed."""
 

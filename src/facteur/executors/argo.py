@@ -31,9 +31,10 @@ from kubernetes_asyncio.config.incluster_config import (
 )
 
 from facteur.clock import parse_timestamp
-from facteur.errors import ConfigError, ExecutorError, ExecutorUnavailable
+from facteur.errors import ConfigError, ExecutorError, ExecutorUnavailable, WorkflowRefused
 from facteur.executors.port import Submission, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
 from facteur.settings import ArgoSettings
+from facteur.templates.event_file import ENV as EVENT_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ ANNOTATION_REPOSITORY: Final = "codex.repository"
 ANNOTATION_ISSUE_NUMBER: Final = "codex.issue_number"
 ANNOTATION_HEAD: Final = "codex.head"
 ANNOTATION_BASE: Final = "codex.base"
+#: Linux's limit on one environment string (MAX_ARG_STRLEN: "NAME=value" and its terminating NUL); the init
+#: container decodes the event from the variable EVENT_ENV
+MAX_ENV_STRING: Final = 128 * 1024
+
 #: marks an annotation value that held ``{{`` or ``}}`` and is stored base64-encoded instead
 ANNOTATION_ENCODED_PREFIX: Final = "base64:"
 PARAM_EVENT_BODY: Final = "eventBody"
@@ -105,9 +110,17 @@ def build_workflow(settings: ArgoSettings, request: WorkflowRequest) -> dict[str
                 "expected letters, digits, '-' and '_'"
             )
 
+    event_body = _b64(request.event_body)
+    if len(event_body) + len(EVENT_ENV) + 2 > MAX_ENV_STRING:
+        raise WorkflowRefused(
+            f"the event of run {request.run_id} is {len(request.event_body):,} bytes of JSON, "
+            f"{len(event_body):,} in base64: the stage pod receives it in one environment variable, which "
+            f"Linux limits to {MAX_ENV_STRING // 1024} KiB (about 96 KiB of JSON); shorten what the run "
+            "carries (plan, dependencies' summaries, spec)"
+        )
     parameters = {
         **settings.parameters,
-        PARAM_EVENT_BODY: _b64(request.event_body),
+        PARAM_EVENT_BODY: event_body,
         PARAM_RAW_EVENT: _b64(request.raw_event),
     }
     spec: dict[str, Any] = {

@@ -23,7 +23,7 @@ from facteur.clock import Clock
 from facteur.domain.events import NewEvent
 from facteur.domain.run_reports import run_token
 from facteur.domain.runs import Run, RunStatus
-from facteur.errors import ExecutorError, FacteurError, StoreError
+from facteur.errors import ExecutorError, FacteurError, StoreError, WorkflowRefused
 from facteur.executors.port import Executor, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
 from facteur.store.port import RunUpdate, Store
 
@@ -144,6 +144,14 @@ class Dispatcher:
         stage = run.stage.value.upper()
         try:
             submission = await self._executor.submit(request)
+        except WorkflowRefused as exc:
+            # never to be accepted as it is: the run fails now, with the reason, instead of being retried
+            logger.warning("workflow refused: stage=%s workflow=%s error=%s", stage, run.workflow_name, exc)
+            await self._record_status(
+                run.id,
+                WorkflowStatus(phase=WorkflowPhase.FAILED, message=f"refused by the executor: {exc.message}"),
+            )
+            return await self._store.get_run(run.id)
         except ExecutorError as exc:
             logger.warning(
                 "workflow submission failed: stage=%s repo=%s issue=%s workflow=%s error=%s (will retry)",

@@ -14,7 +14,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from facteur.domain.runs import workflow_name
 from facteur.domain.stages import Stage
-from facteur.errors import ExecutorError
+from facteur.errors import ExecutorError, WorkflowRefused
 from facteur.executors.argo import ArgoExecutor, build_workflow
 from facteur.executors.port import WorkflowRequest
 from facteur.settings import ArgoSettings
@@ -266,3 +266,15 @@ async def test_the_executor_builds_the_same_manifest() -> None:
         assert executor.build_workflow(request) == build_workflow(settings, request)
     finally:
         await executor.aclose()
+
+
+def test_an_event_the_pod_could_not_receive_is_refused_with_the_reason() -> None:
+    # the init container gets the base64 event in EVENT_BODY_BASE64: "NAME=value\0" must fit in 128 KiB
+    room = 128 * 1024 - len("EVENT_BODY_BASE64=") - 1
+    largest = room // 4 * 3  # JSON bytes whose base64 fills the room
+    fits = _request(event_body=b"x" * largest)
+    assert len(_parameter(build_workflow(ArgoSettings(), fits), "eventBody")) <= room
+    with pytest.raises(WorkflowRefused) as refused:
+        build_workflow(ArgoSettings(), _request(event_body=b"x" * (largest + 3)))
+    assert f"is {largest + 3:,} bytes of JSON" in refused.value.message
+    assert "128 KiB" in refused.value.message

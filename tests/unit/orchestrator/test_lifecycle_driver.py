@@ -21,7 +21,8 @@ from facteur.domain.run_reports import parse_report
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import TaskState
-from facteur.errors import Conflict, InvalidInput, NotFound
+from facteur.errors import Conflict, InvalidInput, NotFound, WorkflowRefused
+from facteur.executors import port as executor_port
 from facteur.executors.none import NoneExecutor
 from facteur.orchestrator.ideas import Submission
 from facteur.runtime import Runtime, build_runtime
@@ -464,3 +465,38 @@ async def test_the_scheduler_leaves_tasks_outside_the_plan_alone(world: World) -
     assert await world.dispatch() == []
     with pytest.raises(Conflict, match="not a task of the idea's plan"):
         await world.runtime.driver.retry_task(task.id, by="ops")
+
+
+class RefusingExecutor(NoneExecutor):
+    """Refuses every implementation run, as the Argo executor refuses an event too large for its pod."""
+
+    async def submit(self, request: executor_port.WorkflowRequest) -> executor_port.Submission:
+        if request.stage is Stage.IMPLEMENTATION:
+            raise WorkflowRefused("the event is too large for the pod")
+        return await super().submit(request)
+
+
+async def test_a_run_the_executor_refuses_fails_with_the_reason_instead_of_waiting() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    settings = load_settings(
+        None, environ={"FACTEUR_EXECUTOR__KIND": "none", "FACTEUR_SCHEDULER__MAX_ATTEMPTS": "2"}
+    )
+    executor = RefusingExecutor()
+    runtime = await build_runtime(settings, clock=clock, ids=SequentialIds(), store=store, executor=executor)
+    try:
+        world = World(runtime, store, clock, executor)
+        idea_id = await world.submit(plan(("a", [])))
+        await runtime.scheduler.pass_once()
+        detail = await world.detail(idea_id)
+        first = world.run_of("a", detail)
+        assert first.status is RunStatus.FAILED
+        assert first.detail == "refused by the executor: the event is too large for the pod"
+        assert (await world.states(idea_id))["a"] == "ready"  # retried after its back-off
+        clock.advance(3600)
+        await runtime.scheduler.pass_once()
+        detail = await world.detail(idea_id)
+        assert detail.idea.state is IdeaState.FAILED
+        assert not executor.submitted
+    finally:
+        await runtime.close()
