@@ -22,6 +22,7 @@ from facteur.agents.port import Agent, AgentEvent, AgentRequest, AgentResult, Ev
 from facteur.domain.stages import Stage
 from facteur.errors import ConfigError, FacteurError
 from facteur.settings import Settings
+from facteur.stages.discord_stream import StageChannel
 from facteur.stages.event import StageEvent
 from facteur.stages.forges import StageForge, open_forge
 from facteur.stages.git import Git
@@ -93,8 +94,10 @@ class StageRun:
         reporter: Reporter,
         forge: StageForge,
         agent: Agent,
+        channel: StageChannel | None = None,
     ) -> None:
         self.settings = settings
+        self.channel = channel
         self.event = event
         self.dirs = dirs
         self.reporter = reporter
@@ -175,6 +178,8 @@ class StageRun:
         async def forward(agent_event: AgentEvent) -> None:
             if agent_event.kind in {EventKind.MESSAGE, EventKind.TOOL_CALL, EventKind.ERROR}:
                 logger.info("agent %s: %s", agent_event.kind.value, agent_event.text[:500])
+            if self.channel is not None and agent_event.kind in _STREAMED:
+                self.channel.feed(agent_event.text)
             if on_event is not None:
                 await on_event(agent_event)
 
@@ -203,6 +208,9 @@ class StageRun:
         return result
 
 
+#: what a stage's Discord channel shows of its agent
+_STREAMED = frozenset({EventKind.MESSAGE, EventKind.TOOL_CALL, EventKind.ERROR, EventKind.OUTPUT})
+
 StageBody = Callable[[StageRun], Awaitable[StageOutcome]]
 
 
@@ -230,6 +238,7 @@ async def run_stage(
     agent: Agent | None = None,
     forge: StageForge | None = None,
     reporter: Reporter | None = None,
+    channel: StageChannel | None = None,
 ) -> tuple[bool, str]:
     """Run the event's stage; (succeeded, what to print). Raises :class:`ConfigError` for settings that
     cannot work (before anything is reported)."""
@@ -242,8 +251,12 @@ async def run_stage(
         attempts=stage_settings.callback_attempts,
         timeout_seconds=stage_settings.callback_timeout_seconds,
     )
+    channel = channel or StageChannel.configured(settings.discord, event)
+    outcome_line: str | None = None
     try:
         forge = forge or open_forge(settings, event.repository)
+        if channel is not None:
+            channel.start()
         run = StageRun(
             settings=settings,
             event=event,
@@ -251,6 +264,7 @@ async def run_stage(
             reporter=reporter,
             forge=forge,
             agent=agent or build_agent(settings.agent),
+            channel=channel,
         )
         started = time.monotonic()
         logger.info(
@@ -269,6 +283,7 @@ async def run_stage(
         except StageFailed as exc:
             _record_timing(dirs, run, started, succeeded=False)
             logger.error("stage failed: %s", exc.message)
+            outcome_line = f"{event.stage.value} failed: {exc.message}"
             await reporter.completed(
                 succeeded=False, summary=exc.message, artifacts=exc.artifacts, branch=event.head
             )
@@ -276,6 +291,7 @@ async def run_stage(
         except FacteurError as exc:
             _record_timing(dirs, run, started, succeeded=False)
             logger.error("stage failed: %s", exc.message)
+            outcome_line = f"{event.stage.value} failed: {exc.message}"
             await reporter.completed(succeeded=False, summary=exc.message, branch=event.head)
             return False, exc.message
         _record_timing(dirs, run, started, succeeded=True)
@@ -287,8 +303,11 @@ async def run_stage(
             branch=outcome.branch,
         )
         logger.info("stage succeeded: %s", outcome.summary.splitlines()[0] if outcome.summary else "")
+        outcome_line = f"{event.stage.value} succeeded: {outcome.summary}"
         return True, outcome.summary
     finally:
+        if channel is not None:
+            await channel.close(outcome_line)
         if forge is not None:
             await forge.forge.close()
         await reporter.aclose()

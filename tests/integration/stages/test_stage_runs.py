@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.discord import API, GUILD, TOKEN, FakeDiscord
 
 from facteur.demo import project
 from facteur.domain.plans import parse_plan
@@ -21,6 +22,7 @@ from facteur.errors import ForgeError
 from facteur.forge.local import LocalForge
 from facteur.forge.port import PullRequest
 from facteur.settings import Settings, load_settings
+from facteur.stages.discord_stream import StageChannel
 from facteur.stages.event import StageEvent, parse_event
 from facteur.stages.forges import StageForge
 from facteur.stages.reporter import Reporter
@@ -398,3 +400,40 @@ async def test_a_failed_attempt_on_a_file_that_is_not_utf8_keeps_its_bytes(bench
     patch = (bench.root / "resume" / bench.idea / "add" / "changes.patch").read_bytes()
     assert b"caf\xe9" in patch
     assert b"caf\xe9" in (cwd / "artifacts" / "changes.patch").read_bytes()
+
+
+async def test_the_stage_streams_into_its_discord_channel_when_discord_is_configured(bench: Bench) -> None:
+    discord = FakeDiscord()
+    settings = bench.settings(DISCORD_BOT_TOKEN=TOKEN, DISCORD_GUILD_ID=GUILD, FACTEUR_DISCORD__API_URL=API)
+    event = bench.event("planning", "facteur/plan")
+    channel = StageChannel(settings.discord, event, transport=httpx.MockTransport(discord.handle))
+    calls = Calls()
+    bench.runs += 1
+    cwd = bench.root / f"run-{bench.runs}"
+    cwd.mkdir()
+    reporter = Reporter(event.run, attempts=1, transport=httpx.MockTransport(calls.handle))
+    ok, message = await run_stage(settings, event, cwd=cwd, reporter=reporter, channel=channel)
+    assert ok, message
+    [text] = [c for c in discord.channels if c["type"] == 0]
+    assert text["name"].startswith("calc-planning-") and text["name"].endswith(str(event.run.run_id)[:8])
+    assert next(c["name"] for c in discord.channels if c["type"] == 4).startswith("Codex Channel - ")
+    posted = discord.messages[text["id"]]
+    assert "demo/calc" in posted[0]  # the intro
+    streamed = "\n".join(posted[1:])
+    assert "planned 3 tasks: add, multiply, dot" in streamed
+    assert "planning succeeded: plan with 3 task(s)" in streamed
+
+
+async def test_a_discord_that_refuses_never_fails_the_stage(bench: Bench) -> None:
+    discord = FakeDiscord()
+    settings = bench.settings(DISCORD_BOT_TOKEN="wrong", DISCORD_GUILD_ID=GUILD, FACTEUR_DISCORD__API_URL=API)
+    event = bench.event("planning", "facteur/plan")
+    channel = StageChannel(settings.discord, event, transport=httpx.MockTransport(discord.handle))
+    bench.runs += 1
+    cwd = bench.root / f"run-{bench.runs}"
+    cwd.mkdir()
+    reporter = Reporter(event.run, attempts=1, transport=httpx.MockTransport(Calls().handle))
+    ok, message = await run_stage(settings, event, cwd=cwd, reporter=reporter, channel=channel)
+    assert ok, message
+    assert channel.failed and discord.messages == {}
+    assert "discord stream stopped" in (cwd / "logs" / "stage.log").read_text()

@@ -1,0 +1,1 @@
+"""Human-facing streams: Discord channels for stage runs."""
