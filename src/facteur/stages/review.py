@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from facteur.domain.review_context import failing_checks, thread_note
+from facteur.domain.review_context import DIRTY, failing_checks, thread_note
 from facteur.domain.stage_prompts import APPROVED, CHANGES_REQUESTED, branch_review_prompt, verdict_of
 from facteur.domain.untrusted import REVIEW_MARKER
 from facteur.errors import ForgeError, ForgeUnavailable
 from facteur.forge.port import PullRequest
 from facteur.stages.bootstrap import bootstrap
 from facteur.stages.event import ReviewTarget
+from facteur.stages.git import Git
 from facteur.stages.publish import upsert_comment
 from facteur.stages.runner import StageFailed, StageOutcome, StageRun
 
@@ -69,6 +70,13 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
         statuses = await forge.commit_statuses(event.repository, pull.head_sha)
         for check in failing_checks(runs, statuses):
             notes.append(f"failing check {check.name}" + (f": {check.details}" if check.details else ""))
+
+    conflicts = await _conflicts(git, f"origin/{event.base}")
+    if conflicts or (pull is not None and pull.mergeable_state == DIRTY):
+        files = f" ({', '.join(conflicts[:20])})" if conflicts else ""
+        notes.append(
+            f"{target.branch} conflicts with {event.base}{files}: merge {event.base} in, resolve, test"
+        )
     prompt = event.prompt or branch_review_prompt(
         repository=event.repository,
         base=event.base,
@@ -104,6 +112,17 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
         except (ForgeError, ForgeUnavailable) as exc:
             raise StageFailed(f"the verdict could not be posted on {pull.url}: {exc.message}") from None
     return Verdict(target, verdict, pull, ready, text)
+
+
+async def _conflicts(git: Git, base: str) -> list[str]:
+    """The files that conflict when ``base`` is merged into the checked-out branch (none: it merges)."""
+    result = await git.run("merge-tree", "--write-tree", "--name-only", base, "HEAD", check=False)
+    if result.returncode != 1:  # 0: merges cleanly; anything else: git could not tell
+        return []
+    # the tree's id, the conflicted files, a blank line, then git's messages
+    lines = result.stdout.splitlines()[1:]
+    files = lines[: lines.index("")] if "" in lines else lines
+    return [name for name in files if name]
 
 
 async def _pull(stage: StageRun, target: ReviewTarget) -> PullRequest | None:

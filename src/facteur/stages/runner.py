@@ -136,7 +136,8 @@ class StageRun:
             "idea": {
                 "id": str(event.run.idea_id) if event.run.idea_id else None,
                 "title": event.idea_title,
-                "spec": dict(event.spec),
+                # a Froussard-path run has an issue instead of a spec: its body is the idea's text
+                "spec": dict(event.spec) or {"title": event.issue_title, "body": event.issue_body},
             },
             "task": event.task.to_json() if event.task else None,
             "plan": event.plan_markdown,

@@ -437,3 +437,46 @@ async def test_a_discord_that_refuses_never_fails_the_stage(bench: Bench) -> Non
     assert ok, message
     assert channel.failed and discord.messages == {}
     assert "discord stream stopped" in (cwd / "logs" / "stage.log").read_text()
+
+
+async def test_a_froussard_planning_run_keeps_intakes_prompt_and_gives_the_agent_the_issue(
+    bench: Bench,
+) -> None:
+    issue = await bench.forge.create_issue(REPO, _draft(project.TITLE))
+    event = parse_event(
+        {
+            "stage": "planning",
+            "prompt": "Plan the issue below (intake's prompt).",
+            "repository": REPO,
+            "base": "main",
+            "head": "codex/issue-1",
+            "issueNumber": issue.number,
+            "issueTitle": project.TITLE,
+            "issueBody": project.GOAL,
+        }
+    )
+    ok, message, calls, cwd = await bench.run(event)
+    assert ok, message
+    assert (cwd / "logs/prompt-plan-1.md").read_text() == "Plan the issue below (intake's prompt)."
+    context = json.loads((cwd / "agent-context-plan-1.json").read_text())
+    assert context["idea"]["spec"] == {"title": project.TITLE, "body": project.GOAL}
+    assert await bench.forge.latest_comment_with(REPO, issue.number, PLAN_MARKER) is not None
+    assert calls.bodies == []  # no callback URL: the reports stay in the log
+
+
+async def test_review_names_a_conflict_with_the_base(bench: Bench) -> None:
+    await plan_it(bench)
+    ok, message, _, _ = await implement(bench, "add")
+    assert ok, message
+    # someone changes calc/add.py on main meanwhile
+    scratch = bench.root / "scratch"
+    _git(bench, "clone", "--quiet", str(bench.forge.repository_path(REPO)), str(scratch))
+    (scratch / "calc" / "add.py").parent.mkdir(exist_ok=True)
+    (scratch / "calc" / "add.py").write_text("def add(a, b):\n    return b + a\n")
+    for args in (("add", "."), ("commit", "-qm", "add on main"), ("push", "-q", "origin", "HEAD:main")):
+        _git(bench, "-C", str(scratch), "-c", "user.name=x", "-c", "user.email=x@x", *args)
+    [pull] = bench.forge.list_pulls(REPO, head="facteur/add")
+    assert pull.draft  # a draft reports no mergeable state: the stage finds the conflict itself
+    targets = [{"key": "add", "title": "add", "branch": "facteur/add", "pullRequest": pull.url}]
+    _, _, _, cwd = await bench.run(bench.event("review", "facteur/add", targets=targets))
+    assert "facteur/add conflicts with main (calc/add.py)" in (cwd / "logs/prompt-review-1.md").read_text()
