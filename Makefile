@@ -11,7 +11,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help run test check lint format typecheck proto bench bench-bus bench-webhooks bench-scheduler bench-stages sync system-deps clean
+.PHONY: help run test check lint format typecheck proto bench bench-bus bench-webhooks bench-scheduler bench-stages demo sync system-deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ sync: uv ## install Facteur and the development tools into .venv
 run: uv ## start Facteur on the embedded default (SQLite, local executor) at http://127.0.0.1:8080
 	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
 	$(VENV)/bin/facteur serve
+
+demo: sync ## watch one idea go from planning to reviewed branches on this machine (facteur demo)
+	$(VENV)/bin/facteur demo
 
 system-deps: ## install the system packages tests use (curl), when missing and running as root
 	@if ! command -v curl >/dev/null; then \

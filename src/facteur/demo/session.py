@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import socket
 import subprocess
@@ -112,7 +113,8 @@ def prepare(directory: Path, agent_script: Path, port: int, *, warm_stage_host: 
     forge = LocalForge(directory / "forge")
     forge.create_repository(project.REPOSITORY, source=source)
     config = {
-        "server": {"host": "127.0.0.1", "port": port},
+        # the key of the runs' callback tokens is this demo's own (it lives and dies with the directory)
+        "server": {"host": "127.0.0.1", "port": port, "callback_secret": secrets.token_hex(32)},
         "database": {"url": f"sqlite:///{directory / 'facteur.db'}"},
         "executor": {
             "kind": "local",
@@ -165,9 +167,9 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoSumm
     except ConfigError as exc:
         raise DemoError(f"the demo's settings are invalid: {exc.message}") from None
     summary = DemoSummary(directory=directory)
-    started = time.monotonic()
     async with _serving(settings) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         say(f"Facteur is serving at {base_url} (SQLite, local executor, local forge, example agent)")
+        started = time.monotonic()
         response = await client.post(
             "/api/v1/ideas",
             json={
