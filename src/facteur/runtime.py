@@ -225,7 +225,13 @@ class Runtime:
 async def build_executor(settings: Settings, clock: Clock) -> Executor:
     kind = settings.executor.kind
     if kind == "local":
-        return LocalExecutor(settings.executor.local, clock=clock, stage_env=stage_environment(settings))
+        return LocalExecutor(
+            settings.executor.local,
+            clock=clock,
+            stage_env=stage_environment(settings),
+            # a stopped stage runner first stops its agent, which may take agent.terminate_seconds
+            terminate_seconds=settings.agent.terminate_seconds + 5.0,
+        )
     if kind == "argo":
         from facteur.executors.argo import ArgoExecutor, create_api_client
 

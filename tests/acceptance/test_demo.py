@@ -99,3 +99,10 @@ def test_a_demo_directory_that_is_not_empty_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1 and summary == {}
     assert "is not empty" in result.stderr
     assert (tmp_path / "taken" / "file").read_text() == "mine"
+
+
+def test_a_demo_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("mine")
+    result, summary = demo(tmp_path / "afile")
+    assert result.returncode == 1 and summary == {}
+    assert "is not a directory" in result.stderr

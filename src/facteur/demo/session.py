@@ -150,6 +150,8 @@ def prepare(directory: Path, agent_script: Path, port: int, *, warm_stage_host: 
 
 async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoSummary:
     directory = (options.directory or Path(tempfile.mkdtemp(prefix="facteur-demo-"))).resolve()
+    if directory.exists() and not directory.is_dir():
+        raise DemoError(f"{directory} is not a directory: give --dir a new or empty directory")
     if directory.exists() and any(directory.iterdir()):
         raise DemoError(f"{directory} is not empty: give --dir a new or empty directory")
     directory.mkdir(parents=True, exist_ok=True)

@@ -93,8 +93,9 @@ def task_prompt(
     """Carry out one task of the approved plan on its branch."""
     criteria = [one_line(str(c)) for c in task.get("acceptanceCriteria") or []]
     paths = [one_line(str(p)) for p in task.get("paths") or []]
+    # the plan's words and the dependencies' summaries (an agent's output) are quoted, never instructions
     deps = [
-        f"`{one_line(d.key)}` ({one_line(d.title)}), branch `{one_line(d.branch)}`: "
+        f"- {one_line(d.key)} ({one_line(d.title)}), branch {one_line(d.branch)}: "
         f"{one_line(d.summary) or 'no summary'}"
         for d in dependencies
     ]
@@ -115,9 +116,11 @@ def task_prompt(
             ),
             "The task",
         ),
-        _bullets("Acceptance criteria (all must hold when you finish):", *criteria) if criteria else "",
-        _bullets("Paths it is expected to touch:", *paths) if paths else "",
-        _bullets("Work already done by the tasks it depends on:", *deps) if deps else "",
+        fence("\n".join(f"- {c}" for c in criteria), "Acceptance criteria (all must hold when you finish)")
+        if criteria
+        else "",
+        fence("\n".join(f"- {p}" for p in paths), "Paths it is expected to touch") if paths else "",
+        fence("\n".join(deps), "Work already done by the tasks it depends on") if deps else "",
         _bullets(
             "Execution contract:",
             "Change the files in the working directory; run the repository's formatters, linters and "
@@ -148,9 +151,12 @@ def branch_review_prompt(
         "bring it to a state where it can be merged.",
         f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}\nBranch: {one_line(head)} "
         f"(checked out)\nPull request: {one_line(pull_request or 'none yet')}",
-        _bullets("Outstanding review threads and failing checks:", *(one_line(n) for n in notes))
+        fence(
+            "\n".join(f"- {one_line(n)}" for n in notes),
+            "Outstanding review threads, failing checks, conflicts",
+        )
         if notes
-        else "No review thread is open and no check is failing.",
+        else "No review thread is open, no check is failing and the branch merges cleanly.",
         _bullets(
             "Execution contract:",
             "Check every acceptance criterion of the plan against the code; run the tests.",

@@ -89,8 +89,12 @@ class LocalExecutor:
         clock: Clock,
         listener: StatusListener | None = None,
         stage_env: Mapping[str, str] | None = None,
+        terminate_seconds: float = _TERMINATE_GRACE_SECONDS,
     ) -> None:
         self._argv = parse_command(settings.command)
+        #: between SIGTERM and SIGKILL to a run's process group: longer than a stage runner needs to stop
+        #: its agent (``agent.terminate_seconds``), whose process group is its own
+        self._terminate_seconds = terminate_seconds
         #: Facteur's own stage runner (``facteur stage …``) gets Facteur's environment and these variables
         #: (absolute paths of the settings it shares with the server); any other command gets neither
         self._own = self._argv[0] == "facteur"
@@ -312,7 +316,7 @@ class LocalExecutor:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), _TERMINATE_GRACE_SECONDS)
+            await asyncio.wait_for(process.wait(), self._terminate_seconds)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

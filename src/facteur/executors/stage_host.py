@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -109,6 +110,10 @@ class StageHost:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        for poller in list(self._pollers):
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
 
     async def _running(self) -> asyncio.subprocess.Process:
         async with self._lock:
@@ -173,7 +178,9 @@ class StageHost:
                 waiting.set_exception(problem)
         # runs it started go on; their ends are no longer reported: fall back to polling their pids
         for hosted in list(self._runs.values()):
-            self._pollers.add(asyncio.create_task(_poll(hosted)))
+            poller = asyncio.create_task(_poll(hosted), name=f"facteur-stage-host-poll-{hosted.pid}")
+            self._pollers.add(poller)
+            poller.add_done_callback(self._pollers.discard)
         self._runs.clear()
         if self._closing:
             logger.info("warm stage host stopped: status=%s", code)
@@ -182,15 +189,31 @@ class StageHost:
 
 
 async def _poll(hosted: HostedProcess) -> None:
-    """Wait for a run whose host is gone: its pid is no longer ours to reap, so poll until it is gone."""
-    import os
-
+    """Wait for a run whose host is gone. Its status went with the host, unless the run was re-parented to
+    this process (Facteur as PID 1, or a subreaper): then it is reaped here."""
     while True:
         try:
-            os.kill(hosted.pid, 0)
-        except ProcessLookupError:
-            hosted._exited(-1)  # the status is lost with the host
-            return
-        except PermissionError:
-            pass
+            pid, status = os.waitpid(hosted.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+        except ChildProcessError:  # not ours: gone, or a zombie its new parent will reap
+            if not _running(hosted.pid):
+                hosted._exited(-1)
+                return
+        else:
+            if pid:
+                hosted._exited(os.waitstatus_to_exitcode(status))
+                return
         await asyncio.sleep(0.5)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -103,6 +103,12 @@ class GitHubForge:
     async def close(self) -> None:
         await self._http.close()
 
+    async def git_token(self, repo: str) -> str | None:
+        """The token git may push ``repo`` with: the configured token, or a GitHub App installation token
+        (minted, cached until shortly before it expires, like the API's)."""
+        authorization = await self._auth.authorization(repo)
+        return authorization.removeprefix("Bearer ") if authorization else None
+
     # --- plumbing -------------------------------------------------------------------------------------------
     async def _request(
         self,

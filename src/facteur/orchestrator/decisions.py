@@ -404,7 +404,11 @@ def _task_failed(
     if attempts < policy.max_attempts:
         draft.move_task(task, TaskState.FAILED, "failed", detail={"run": str(run.id), "reason": why})
         if planning or reviewing:  # run again at once: these runs are not scheduled tasks
-            draft.move_task(task, TaskState.READY, "retry", detail={"attempt": attempts + 1})
+            draft.move_task(
+                task, TaskState.READY, "retry", attempts=attempts, detail={"attempt": attempts + 1}
+            )
+            if reviewing and draft.idea.paused:  # held until the idea resumes
+                return draft.change()
             draft.move_task(task, TaskState.QUEUED, "claimed", attempts=attempts + 1)
             if planning:
                 again = planning_run(task, attempts + 1)
@@ -482,13 +486,41 @@ def _start_review(draft: Draft) -> None:
         return
     if any(t.stage == Stage.REVIEW.value and t.key == "review" for t in draft.tasks.values()):
         return
-    task = _stage_task(draft, draft.stage_runs.new_id(), Stage.REVIEW, f"Review: {draft.idea.title}")
-    run = draft.stage_runs.review(draft, task, 1)
+    paused = draft.idea.paused  # nothing new runs for a paused idea: the review starts when it resumes
+    task = _stage_task(
+        draft,
+        draft.stage_runs.new_id(),
+        Stage.REVIEW,
+        f"Review: {draft.idea.title}",
+        state=TaskState.READY if paused else TaskState.QUEUED,
+    )
+    if paused:
+        draft.event("review.held", {"reason": "the idea is paused"}, task_id=task.id)
+        return
+    _review_run(draft, task, 1)
+
+
+def _review_run(draft: Draft, task: Task, attempt: int) -> None:
+    assert draft.stage_runs is not None
+    run = draft.stage_runs.review(draft, task, attempt)
     draft.runs.append(run)
-    draft.event("run.created", {"stage": "review", "attempt": 1}, task_id=task.id, run_id=run.id)
+    draft.event("run.created", {"stage": "review", "attempt": attempt}, task_id=task.id, run_id=run.id)
 
 
-def _stage_task(draft: Draft, task_id: uuid.UUID, stage: Stage, title: str) -> Task:
+def _held_review(draft: Draft) -> None:
+    """A resumed idea in review whose review run was held while it was paused: start it."""
+    if draft.state is not IdeaState.QA_REVIEW or draft.stage_runs is None:
+        return
+    for task in list(draft.tasks.values()):
+        if task.stage == Stage.REVIEW.value and task.state is TaskState.READY:
+            attempt = max(task.attempts, 0) + 1
+            moved = draft.move_task(task, TaskState.QUEUED, "claimed", attempts=attempt)
+            _review_run(draft, moved, attempt)
+
+
+def _stage_task(
+    draft: Draft, task_id: uuid.UUID, stage: Stage, title: str, *, state: TaskState = TaskState.QUEUED
+) -> Task:
     """The task of one of the orchestrator's own stages (keyed by the stage's name), queued for its run."""
     spec = TaskSpec(
         id=task_id,
@@ -499,7 +531,7 @@ def _stage_task(draft: Draft, task_id: uuid.UUID, stage: Stage, title: str) -> T
         acceptance_criteria=(),
         paths=(),
         heavy=False,
-        state=TaskState.QUEUED,
+        state=state,
         stage=stage,
     )
     draft.new_tasks = [*draft.new_tasks, spec]
@@ -509,7 +541,7 @@ def _stage_task(draft: Draft, task_id: uuid.UUID, stage: Stage, title: str) -> T
         key=spec.key,
         title=spec.title,
         stage=stage.value,
-        state=TaskState.QUEUED,
+        state=state,
         attempts=0,
         created_at=draft.now,
         updated_at=draft.now,
@@ -544,6 +576,8 @@ def pause(draft: Draft, *, by: str, reason: str | None, paused: bool) -> IdeaCha
     if draft.idea.paused == paused:
         return draft.change()
     draft.event("idea.paused" if paused else "idea.resumed", {"by": by, "reason": reason})
+    if not paused:
+        _held_review(draft)
     return draft.change(paused=paused)
 
 
@@ -604,6 +638,8 @@ def cancel_task(
             f"task {task.key} plans idea {draft.idea.id}: cancel the idea, or send a plan "
             "(POST /api/v1/ideas/{id}/plans), instead"
         )
+    if task.stage == Stage.REVIEW.value and draft.state is IdeaState.QA_REVIEW:
+        raise Refused(f"task {task.key} reviews idea {draft.idea.id}: cancel the idea instead")
     draft.move_task(task, TaskState.CANCELLED, "cancel", detail={"by": by, "reason": reason})
     for run in draft.live_runs():
         if run.task_id == task.id:

@@ -22,7 +22,7 @@ from facteur.domain.ideas import Idea, IdeaState
 from facteur.domain.lifecycle import IllegalTransition, refusal_event
 from facteur.domain.plans import parse_plan, plan_from_json, plan_to_json
 from facteur.domain.runs import Run, RunStatus
-from facteur.domain.tasks import Task
+from facteur.domain.tasks import Task, TaskState
 from facteur.errors import FacteurError
 from facteur.orchestrator import decisions
 from facteur.orchestrator.decisions import Draft, RetryPolicy
@@ -54,7 +54,12 @@ class Driver:
         self._stage_runs = decisions.StageRuns(
             new_id=ids.new_id,
             review=lambda draft, task, attempt: bodies.review(
-                draft.idea, draft.detail, task, attempt, draft.now
+                draft.idea,
+                draft.detail,
+                task,
+                attempt,
+                draft.now,
+                succeeded={t.id for t in draft.tasks.values() if t.state is TaskState.SUCCEEDED},
             ),
         )
         scheduler = settings.scheduler

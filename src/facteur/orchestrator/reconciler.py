@@ -26,6 +26,7 @@ from facteur.domain.events import NewEvent
 from facteur.domain.runs import Run, RunStatus
 from facteur.errors import FacteurError
 from facteur.executors.port import WorkflowPhase
+from facteur.orchestrator.decisions import Refused
 from facteur.orchestrator.dispatch import Dispatcher, execution_message
 from facteur.orchestrator.driver import Driver
 from facteur.settings import SchedulerSettings
@@ -202,5 +203,12 @@ class Reconciler:
             await self._driver.cancel_task(
                 run.task_id, by=ACTOR, reason=f"its run stopped sending heartbeats ({detail})", for_run=run.id
             )
+        except Refused as exc:
+            # planning and review tasks are not cancelled on their own: their run's end is settled instead
+            # (planned or reviewed again while attempts remain, then the idea fails)
+            logger.warning(
+                "stuck run's task not cancelled, its run is settled: run=%s reason=%s", run.id, exc
+            )
+            await self._driver.run_changed(updated)
         except FacteurError as exc:
             logger.warning("stuck run's task not cancelled: run=%s error=%s", run.id, exc)

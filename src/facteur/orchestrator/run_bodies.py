@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -91,12 +91,26 @@ class RunBodies:
         body["facteur"] = {"attempt": attempt, "spec": dict(spec)}
         return self._run(task.id, Stage.PLANNING, body, attempt, now)
 
-    def review(self, idea: Idea, detail: IdeaDetail, task: Task, attempt: int, now: datetime) -> NewRun:
-        """The review run of an idea whose tasks are done: it reviews the branches no other task builds on
-        (each carries its dependencies' work), with their pull requests as the tasks' runs reported them."""
+    def review(
+        self,
+        idea: Idea,
+        detail: IdeaDetail,
+        task: Task,
+        attempt: int,
+        now: datetime,
+        *,
+        succeeded: Collection[uuid.UUID],
+    ) -> NewRun:
+        """The review run of an idea whose tasks are done: it reviews the branches of the ``succeeded`` tasks
+        no other succeeded task builds on (each carries its dependencies' work), with their pull requests as
+        the tasks' runs reported them."""
         version = idea.plan_version
+        # the work that exists: succeeded tasks; a cancelled task's branch has nothing to review, and the
+        # tasks it would have built on are reviewed themselves
         views = [
-            v for v in detail.tasks if v.task.plan_version is not None and v.task.plan_version == version
+            v
+            for v in detail.tasks
+            if v.task.plan_version is not None and v.task.plan_version == version and v.task.id in succeeded
         ]
         built_on = {key for view in views for key in view.depends_on}
         targets = []

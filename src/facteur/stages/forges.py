@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import SecretStr
 
 from facteur.errors import ConfigError
@@ -29,10 +30,18 @@ class StageForge:
     forge: Forge
     kind: str
     remote: str
+    #: a fixed token's git authentication; None for the local forge and for a GitHub App (see git_auth)
     auth: GitAuth | None
+    host: str = ""
 
 
-def open_forge(settings: Settings, repository: str, environ: Mapping[str, str] | None = None) -> StageForge:
+def open_forge(
+    settings: Settings,
+    repository: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> StageForge:
     environ = os.environ if environ is None else environ
     github = settings.github
     token = github.token.get_secret_value() if github.token is not None else None
@@ -45,16 +54,32 @@ def open_forge(settings: Settings, repository: str, environ: Mapping[str, str] |
 
         local = LocalForge.from_settings(settings.forge.local)
         return StageForge(local, "local", str(local.repository_path(repository)), None)
-    if token is None:
-        raise ConfigError(
-            "forge.kind is github but no token is configured: set github.token (FACTEUR_GITHUB__TOKEN) or "
-            "GITHUB_TOKEN; a stage pushes with a token"
-        )
     from facteur.forge.github import GitHubForge
 
-    forge = GitHubForge(github.model_copy(update={"token": SecretStr(token)}))
     host = _web_host(github.api_url)
-    return StageForge(forge, "github", f"https://{host}/{repository}.git", GitAuth(token=token, host=host))
+    remote = f"https://{host}/{repository}.git"
+    if github.app_id is not None and github.private_key is not None:
+        # a GitHub App: git pushes with an installation token (see git_auth)
+        return StageForge(GitHubForge(github, transport=transport), "github", remote, None, host=host)
+    if token is None:
+        raise ConfigError(
+            "forge.kind is github but neither a token nor a GitHub App is configured: set github.token "
+            "(FACTEUR_GITHUB__TOKEN or GITHUB_TOKEN), or github.app_id and github.private_key"
+        )
+    forge = GitHubForge(github.model_copy(update={"token": SecretStr(token)}), transport=transport)
+    return StageForge(forge, "github", remote, GitAuth(token=token, host=host), host=host)
+
+
+async def git_auth(stage_forge: StageForge, repository: str) -> GitAuth | None:
+    """How git authenticates to the forge now: the fixed token, or a fresh GitHub App installation token
+    (they last an hour: asked again before each push)."""
+    from facteur.forge.github import GitHubForge
+
+    forge = stage_forge.forge
+    if stage_forge.auth is not None or not isinstance(forge, GitHubForge):
+        return stage_forge.auth
+    token = await forge.git_token(repository)
+    return GitAuth(token=token, host=stage_forge.host) if token else None
 
 
 def _web_host(api_url: str) -> str:

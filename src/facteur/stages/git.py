@@ -195,6 +195,10 @@ class Git:
     def workdir(self) -> Path:
         return self._workdir
 
+    def authenticate(self, auth: GitAuth | None) -> None:
+        """Use ``auth`` from the next command on (GitHub App installation tokens expire within the hour)."""
+        self._auth = auth
+
     # --- commands ------------------------------------------------------------------------------------------
 
     async def run(self, *args: str, check: bool = True) -> GitResult:

@@ -18,7 +18,7 @@ from facteur.agents.port import AgentEvent, EventKind
 from facteur.domain.stage_prompts import DependencyNote, task_prompt
 from facteur.domain.untrusted import PROGRESS_MARKER
 from facteur.forge.port import PullRequest
-from facteur.stages.bootstrap import bootstrap
+from facteur.stages.bootstrap import StartPoint, bootstrap
 from facteur.stages.publish import Progress, ProgressComment, ensure_draft_pull, progress_items
 from facteur.stages.resume import ResumeArchive
 from facteur.stages.runner import StageFailed, StageOutcome, StageRun
@@ -113,9 +113,18 @@ async def run(stage: StageRun) -> StageOutcome:
     issue = f"\n\nRefs #{event.issue_number}" if event.issue_number else ""
     idea = f"\n\nIdea {event.run.idea_id}, task {key}." if event.run.idea_id else ""
     commit = await git.commit_all(f"{title}{idea}{issue}")
+    # a new branch must change something beyond what it started from (the base and the dependencies'
+    # work); a branch origin already had (an earlier attempt pushed it) must differ from the base
+    fresh = checkout.started_from is not StartPoint.HEAD
+    if fresh and not await git.changed_files(checkout.sha):
+        raise StageFailed(
+            f"the agent changed nothing: {event.head} has no change beyond "
+            + ("its dependencies' work" if checkout.merged else event.base)
+        )
     changed = await git.changed_files(f"origin/{event.base}")
     if not changed:
         raise StageFailed(f"the agent changed nothing: {event.head} has no change against {event.base}")
+    await stage.authenticate()
     await git.push(event.head)
     stage_settings = stage.settings.stage
 

@@ -7,6 +7,7 @@ request with nothing outstanding is marked ready. The run succeeds when every br
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from facteur.domain.review_context import DIRTY, failing_checks, thread_note
@@ -21,6 +22,8 @@ from facteur.stages.publish import upsert_comment
 from facteur.stages.runner import StageFailed, StageOutcome, StageRun
 
 logger = logging.getLogger(__name__)
+
+_PULL_URL = re.compile(r"/pulls?/([0-9]{1,9})/?(?:[?#].*)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,11 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
     context = stage.context(head=target.branch, feedback="\n".join(notes) or None)
     result = await stage.run_agent(prompt, label=f"review-{number}", context=context)
     verdict = verdict_of(result.final_message)
+    if verdict and not result.succeeded:
+        raise StageFailed(
+            f"the review agent said {APPROVED} for {target.branch} but then {result.outcome.value}: "
+            f"{result.message} (an approval counts only from an agent that finished its work)"
+        )
     if verdict is None:
         raise StageFailed(
             f"the review agent {result.outcome.value} without a verdict for {target.branch}"
@@ -98,6 +106,7 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
     if await git.commit_all(
         f"Review of {target.branch}" + (f"\n\nRefs #{event.issue_number}" if event.issue_number else "")
     ):
+        await stage.authenticate()
         await git.push(target.branch)
     text = result.final_message.strip()
     ready = False
@@ -114,6 +123,12 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
     return Verdict(target, verdict, pull, ready, text)
 
 
+def _pull_number(url: str | None) -> int:
+    """The number at the end of a pull request's URL (``…/pull/12``), else 0."""
+    found = _PULL_URL.search(url or "")
+    return int(found.group(1)) if found else 0
+
+
 async def _conflicts(git: Git, base: str) -> list[str]:
     """The files that conflict when ``base`` is merged into the checked-out branch (none: it merges)."""
     result = await git.run("merge-tree", "--write-tree", "--name-only", base, "HEAD", check=False)
@@ -126,10 +141,13 @@ async def _conflicts(git: Git, base: str) -> list[str]:
 
 
 async def _pull(stage: StageRun, target: ReviewTarget) -> PullRequest | None:
+    """The target's pull request: the one its task reported, else the event's (a Froussard-path review of
+    one pull request), else the open one of its branch."""
     event = stage.event
     forge = stage.forge.forge
-    if event.pull_number:
-        return await forge.get_pull(event.repository, event.pull_number)
+    number = _pull_number(target.pull_request) or (event.pull_number if len(event.review_targets) <= 1 else 0)
+    if number:
+        return await forge.get_pull(event.repository, number)
     pulls = await forge.pulls_for_head(event.repository, target.branch)
     if not pulls:
         logger.info("no open pull request for %s: the verdict stays in the run's summary", target.branch)

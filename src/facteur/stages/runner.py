@@ -24,7 +24,7 @@ from facteur.errors import ConfigError, FacteurError
 from facteur.settings import Settings
 from facteur.stages.discord_stream import StageChannel
 from facteur.stages.event import StageEvent
-from facteur.stages.forges import StageForge, open_forge
+from facteur.stages.forges import StageForge, git_auth, open_forge
 from facteur.stages.git import Git
 from facteur.stages.reporter import Reporter
 
@@ -105,6 +105,11 @@ class StageRun:
         self.agent = agent
         self.totals = Totals()
         self.git = self.git_at(dirs.workspace)
+
+    async def authenticate(self) -> None:
+        """Give git the forge's credentials as they are now (a GitHub App's token is minted again when it is
+        about to expire): at the start, and before each push."""
+        self.git.authenticate(await git_auth(self.forge, self.event.repository))
 
     def git_at(self, workdir: Path) -> Git:
         stage = self.settings.stage
@@ -279,6 +284,7 @@ async def run_stage(
         )
         reporter.started()
         try:
+            await run.authenticate()
             async with reporter.heartbeats(stage_settings.heartbeat_seconds):
                 outcome = await body(run)
         except StageFailed as exc:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -63,10 +64,13 @@ async def start(
     made: list[LocalExecutor],
     *,
     warm: bool = True,
+    terminate_seconds: float = 5.0,
     **env: str,
 ) -> LocalExecutor:
     settings = LocalExecutorSettings(workdir=tmp_path / "runs", command=COMMAND, warm_stage_host=warm)
-    executor = LocalExecutor(settings, clock=clock, listener=recorder, stage_env=env)
+    executor = LocalExecutor(
+        settings, clock=clock, listener=recorder, stage_env=env, terminate_seconds=terminate_seconds
+    )
     made.append(executor)
     await executor.start()
     await executor.warmed()
@@ -101,8 +105,17 @@ async def test_a_bad_event_ends_the_run_with_the_stage_exit_status_and_its_messa
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "sleep 60",
+        # an agent that ignores SIGTERM: the stage kills its group after agent.terminate_seconds, before the
+        # executor's own grace for the stage (agent.terminate_seconds + 5 s, as the runtime sets it) is over
+        "sh -c 'trap \"\" TERM; sleep 60'",
+    ],
+)
 async def test_stopping_a_hosted_run_stops_its_agent(
-    world: tuple[Path, Recorder, list[LocalExecutor]], clock: FakeClock
+    world: tuple[Path, Recorder, list[LocalExecutor]], clock: FakeClock, agent: str
 ) -> None:
     tmp_path, recorder, made = world
     forge = LocalForge(tmp_path / "forge")
@@ -114,8 +127,10 @@ async def test_stopping_a_hosted_run_stops_its_agent(
         made,
         FACTEUR_FORGE__KIND="local",
         FACTEUR_FORGE__LOCAL__ROOT=str(tmp_path / "forge"),
+        terminate_seconds=1.0 + 5.0,
         FACTEUR_AGENT__KIND="command",
-        FACTEUR_AGENT__COMMAND="sleep 60",
+        FACTEUR_AGENT__COMMAND=agent,
+        FACTEUR_AGENT__TERMINATE_SECONDS="1",
     )
     sent = request(
         {"stage": "planning", "repository": project.REPOSITORY, "head": "main", "facteur": {"spec": {}}}
@@ -166,3 +181,47 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+#: a process that acts as PID 1 does in a container (it inherits orphans), runs a stage through the host,
+#: kills the host, and says how the run ended
+SUBREAPER = """
+import asyncio, ctypes, os, signal, sys, tempfile
+from pathlib import Path
+from facteur.executors.stage_host import StageHost
+
+async def main() -> None:
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    host = StageHost()
+    where = Path(tempfile.mkdtemp())
+    # the run waits on its settings file (a FIFO) until the host is gone
+    settings = where / "settings.yaml"
+    os.mkfifo(settings)
+    env = {**os.environ, "FACTEUR_CONFIG_FILE": str(settings)}
+    event = where / "event.json"
+    event.write_text('{"stage": "planning", "repository": "nope"}')
+    argv = ["stage", "planning", "--event", str(event)]
+    run = await host.start(argv, cwd=where, env=env, log=where / "log")
+    assert host._process is not None
+    os.kill(host._process.pid, signal.SIGKILL)
+    await host._process.wait()
+    with open(settings, "w") as feed:  # now the run reads its settings, then refuses its event
+        feed.write("logging: {level: INFO}")
+    code = await asyncio.wait_for(run.wait(), 20)
+    await host.aclose()
+    left = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    print(f"ended {code} left {left}")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER is Linux's")
+async def test_a_run_whose_host_died_is_reaped_when_facteur_inherits_it() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUBREAPER, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    # the run (a bad event: exit status 2) was re-parented here and reaped, its status kept
+    assert out.decode().strip() == "ended 2 left []"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -516,3 +517,33 @@ async def test_fake_github_served_by_uvicorn(fake: FakeGitHub, clock: FakeClock)
             assert await forge.get_branch(REPO, "codex/issue-1-abc") == branch
         finally:
             await forge.close()
+
+
+async def test_git_pushes_with_the_apps_installation_token(
+    harness: Harness, fake: FakeGitHub, app_key: rsa.RSAPrivateKey
+) -> None:
+    from facteur.settings import load_settings
+    from facteur.stages.forges import git_auth, open_forge
+
+    fake.tokens.clear()
+    fake.configure_app(APP_ID, app_key.public_key())
+    app_forge = harness.forge(**_app_settings(app_key))
+    token = await app_forge.git_token(REPO)
+    assert token is not None and token in fake.minted
+    # a stage with only an App configured: no token up front, an installation token for git
+    settings = load_settings(
+        None,
+        environ={"FACTEUR_GITHUB__APP_ID": str(APP_ID), "FACTEUR_GITHUB__PRIVATE_KEY": pem(app_key)},
+    )
+    stage_forge = open_forge(settings, REPO, environ={})
+    await stage_forge.forge.close()
+    assert (stage_forge.kind, stage_forge.remote, stage_forge.auth, stage_forge.host) == (
+        "github", f"https://github.com/{REPO}.git", None, "github.com",
+    )  # fmt: skip
+    auth = await git_auth(dataclasses.replace(stage_forge, forge=app_forge), REPO)
+    assert auth is not None and auth.token == token and auth.host == "github.com"
+    # with a token, git uses it as it is
+    with_token = open_forge(load_settings(None, environ={}), REPO, environ={"GITHUB_TOKEN": "t0ken"})
+    await with_token.forge.close()
+    assert with_token.auth is not None and with_token.auth.token == "t0ken"
+    assert await git_auth(with_token, REPO) is with_token.auth

@@ -480,3 +480,58 @@ async def test_review_names_a_conflict_with_the_base(bench: Bench) -> None:
     targets = [{"key": "add", "title": "add", "branch": "facteur/add", "pullRequest": pull.url}]
     _, _, _, cwd = await bench.run(bench.event("review", "facteur/add", targets=targets))
     assert "facteur/add conflicts with main (calc/add.py)" in (cwd / "logs/prompt-review-1.md").read_text()
+
+
+async def test_an_approval_from_an_agent_that_then_fails_does_not_count(bench: Bench) -> None:
+    await plan_it(bench)
+    ok, message, _, _ = await implement(bench, "add")
+    assert ok, message
+    [add] = bench.forge.list_pulls(REPO, head="facteur/add")
+    settings = bench.settings(FACTEUR_AGENT__COMMAND="sh -c 'echo APPROVED; exit 3'")
+    targets = [{"key": "add", "title": "add", "branch": "facteur/add", "pullRequest": add.url}]
+    ok, message, _, _ = await bench.run(
+        bench.event("review", "facteur/add", targets=targets), settings=settings
+    )
+    assert not ok and "said APPROVED for facteur/add but then failed" in message
+    [add] = bench.forge.list_pulls(REPO, head="facteur/add")
+    assert add.draft
+
+
+async def test_a_task_built_on_its_dependencies_must_still_change_something(bench: Bench) -> None:
+    await plan_it(bench)
+    ok, message, _, _ = await implement(bench, "add")
+    assert ok, message
+    settings = bench.settings(FACTEUR_AGENT__COMMAND="true")
+    event = bench.event(
+        "implementation",
+        "facteur/dot",
+        task=bench.task("dot"),
+        dependencies=[{"key": "add", "title": "add", "branch": "facteur/add", "summary": ""}],
+    )
+    ok, message, _, _ = await bench.run(event, settings=settings)
+    assert (
+        not ok
+        and "the agent changed nothing: facteur/dot has no change beyond its dependencies' work" in message
+    )
+    assert bench.forge.list_pulls(REPO, head="facteur/dot") == []
+
+
+async def test_each_review_target_gets_the_verdict_on_its_own_pull_request(bench: Bench) -> None:
+    await plan_it(bench)
+    for key in ("add", "multiply"):
+        ok, message, _, _ = await implement(bench, key)
+        assert ok, message
+    pulls = {p.head_ref: p for p in bench.forge.list_pulls(REPO)}
+    targets = [
+        {"key": key, "title": key, "branch": f"facteur/{key}", "pullRequest": pulls[f"facteur/{key}"].url}
+        for key in ("add", "multiply")
+    ]
+    # a pullNumber in the event (the Froussard path's) must not send every verdict to one pull request
+    event = bench.event("review", "facteur/add", targets=targets, pullNumber=pulls["facteur/add"].number)
+    _, message, _, _ = await bench.run(event)  # each branch alone fails the suite: changes requested
+    assert message.splitlines()[1:] == [
+        f"changes requested: facteur/{key} ({pulls[f'facteur/{key}'].url})" for key in ("add", "multiply")
+    ]
+    for key in ("add", "multiply"):
+        number = pulls[f"facteur/{key}"].number
+        assert await bench.forge.latest_comment_with(REPO, number, REVIEW_MARKER) is not None, key

@@ -500,3 +500,55 @@ async def test_a_run_the_executor_refuses_fails_with_the_reason_instead_of_waiti
         assert not executor.submitted
     finally:
         await runtime.close()
+
+
+def review_pipeline(tmp_path: Path) -> Path:
+    config = tmp_path / "facteur.yaml"
+    config.write_text("pipelines:\n  acme/widgets:\n    stages: [review]\n")
+    return config
+
+
+async def test_the_review_task_is_not_cancelled_on_its_own(tmp_path: Path) -> None:
+    async for world in make_world(review_pipeline(tmp_path)):
+        idea_id = await world.submit(plan(("a", [])))
+        [run] = await world.dispatch()
+        await world.end(run)
+        review = world.run_of("review", await world.detail(idea_id))
+        with pytest.raises(Conflict, match="cancel the idea instead"):
+            await world.runtime.driver.cancel_task(review.task_id, by="alice", reason="x")
+        assert (await world.states(idea_id))["review"] == "queued"
+
+
+async def test_a_paused_ideas_review_waits_for_it_to_resume(tmp_path: Path) -> None:
+    async for world in make_world(review_pipeline(tmp_path)):
+        idea_id = await world.submit(plan(("a", [])))
+        [run] = await world.dispatch()
+        await world.runtime.driver.pause(idea_id, by="alice", reason="hold")
+        await world.end(run)  # the run in flight finishes
+        detail = await world.detail(idea_id)
+        assert detail.idea.state is IdeaState.QA_REVIEW
+        assert (await world.states(idea_id))["review"] == "ready"
+        assert [r for r in detail.runs if r.stage is Stage.REVIEW] == []
+        await world.runtime.driver.resume(idea_id, by="alice", reason=None)
+        review = world.run_of("review", await world.detail(idea_id))
+        assert (review.attempt, review.status) == (1, RunStatus.SUBMITTED)
+        # a review that requests changes while the idea is paused waits too
+        await world.runtime.driver.pause(idea_id, by="alice", reason="again")
+        await world.end(review, "failed")
+        assert world.run_of("review", await world.detail(idea_id)).id == review.id
+        assert (await world.states(idea_id))["review"] == "ready"
+        await world.runtime.driver.resume(idea_id, by="alice", reason=None)
+        again = world.run_of("review", await world.detail(idea_id))
+        assert (again.attempt, again.status) == (2, RunStatus.SUBMITTED)
+
+
+async def test_the_review_leaves_out_a_cancelled_tasks_branch(tmp_path: Path) -> None:
+    async for world in make_world(review_pipeline(tmp_path)):
+        idea_id = await world.submit(plan(("a", []), ("b", []), ("c", ["a", "b"])))
+        c = next(v.task for v in (await world.detail(idea_id)).tasks if v.task.key == "c")
+        await world.runtime.driver.cancel_task(c.id, by="alice", reason="not needed")
+        for run in await world.dispatch():
+            await world.end(run)
+        review = world.run_of("review", await world.detail(idea_id))
+        body = json.loads(world.store.payloads[review.id][0])
+        assert [t["key"] for t in body["facteur"]["targets"]] == ["a", "b"]

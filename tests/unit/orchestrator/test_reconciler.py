@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -746,3 +747,24 @@ async def test_a_stop_that_never_takes_is_given_up_after_the_window() -> None:
         assert (await world.sweep()).restopped == 1
         world.clock.advance(3600)
         assert (await world.sweep()).restopped == 0
+
+
+async def test_a_stuck_review_run_with_stuck_action_cancel_is_reviewed_again(tmp_path: Path) -> None:
+    config = tmp_path / "facteur.yaml"
+    config.write_text("pipelines:\n  acme/widgets:\n    stages: [review]\n")
+    async with make_world(FACTEUR_SCHEDULER__STUCK_ACTION="cancel", FACTEUR_CONFIG_FILE=str(config)) as world:
+        idea_id, run = await one_running_task(world, ("a", []))
+        answer = await world.runtime.run_reports.receive(
+            run.id, parse_report({"id": "end", "type": "completed", "outcome": "succeeded"})
+        )
+        assert answer.status == 202
+        detail = await world.store.idea_detail(idea_id)
+        review = max((r for r in detail.runs if r.stage is Stage.REVIEW), key=lambda r: r.attempt)
+        await world.heartbeat(review, "hb-1")
+        world.clock.advance(HEARTBEAT_TIMEOUT + 1)
+        assert (await world.sweep()).stuck == 1
+        assert world.run(review).status is RunStatus.CANCELLED
+        detail = await world.store.idea_detail(idea_id)
+        again = max((r for r in detail.runs if r.stage is Stage.REVIEW), key=lambda r: r.attempt)
+        assert again.attempt == 2 and again.status is RunStatus.SUBMITTED
+        assert detail.idea.state is IdeaState.QA_REVIEW
