@@ -13,7 +13,12 @@ from facteur.cli.common import ConfigOption, JsonOption
 
 
 def stage(
-    name: Annotated[str, typer.Argument(help="plan|planning, implement|implementation, or review.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="plan|planning, implement|implementation, review, or bootstrap (the checkout alone)."
+        ),
+    ],
     event: Annotated[Path, typer.Option("--event", help="The event file of the run.")],
     config: ConfigOption = None,
     as_json: JsonOption = False,

@@ -21,13 +21,17 @@ from facteur.stages.runner import STAGE_NAMES, run_stage
 from facteur.telemetry import logging as facteur_logging
 
 STOPPED = 128 + signal.SIGTERM
+#: ``facteur stage bootstrap``: the checkout alone
+BOOTSTRAP = "bootstrap"
 
 
 def execute(name: str, event: Path, *, config: Path | None = None, as_json: bool = False) -> int:
     """Run one stage as ``facteur stage <name> --event <event>`` does; return the exit status."""
+    checkout_only = name.lower() == BOOTSTRAP
     wanted = STAGE_NAMES.get(name.lower())
-    if wanted is None:
-        return _error(f"unknown stage {name!r}: expected one of {', '.join(STAGE_NAMES)}", 2)
+    if wanted is None and not checkout_only:
+        names = ", ".join((BOOTSTRAP, *STAGE_NAMES))
+        return _error(f"unknown stage {name!r}: expected one of {names}", 2)
     try:
         settings = load_settings(config)
     except ConfigError as exc:
@@ -39,6 +43,9 @@ def execute(name: str, event: Path, *, config: Path | None = None, as_json: bool
         document = load_event(event)
     except InvalidEvent as exc:
         return _error(exc.message, 2)
+    if checkout_only:
+        return _checkout(settings, document, as_json=as_json)
+    assert wanted is not None
     if document.stage is not wanted:
         return _error(f"the event is for the {document.stage.value} stage, not {wanted.value}", 2)
     try:
@@ -80,6 +87,58 @@ async def _stoppable(settings: Settings, document: StageEvent) -> tuple[bool, st
         if stopped:
             return None
         raise
+
+
+def _checkout(settings: Settings, document: StageEvent, *, as_json: bool) -> int:
+    """``facteur stage bootstrap``: only the checkout the event's stage would start from, in
+    ``stage.workspace`` (``repo/`` here); nothing is reported to Facteur."""
+    from facteur.stages.bootstrap import bootstrap
+    from facteur.stages.forges import git_auth, open_forge
+    from facteur.stages.git import Git
+
+    async def run() -> dict[str, object]:
+        forge = open_forge(settings, document.repository)
+        try:
+            stage = settings.stage
+            workspace = (stage.workspace or Path.cwd() / "repo").resolve()
+            git = Git(
+                workspace,
+                auth=await git_auth(forge, document.repository),
+                timeout_seconds=stage.git_timeout_seconds,
+                user_name=stage.git_user_name,
+                user_email=stage.git_user_email,
+            )
+            head = document.base if document.stage.value == "planning" else document.head
+            checkout = await bootstrap(
+                git,
+                remote=forge.remote,
+                base=document.base,
+                head=head,
+                dependencies=[d.branch for d in document.dependencies],
+            )
+        finally:
+            await forge.forge.close()
+        return {
+            "workspace": str(workspace),
+            "head": checkout.head,
+            "sha": checkout.sha,
+            "started_from": checkout.started_from.value,
+            "merged": list(checkout.merged),
+            "missing": list(checkout.missing),
+            "cloned": checkout.cloned,
+        }
+
+    try:
+        done = asyncio.run(run())
+    except ConfigError as exc:
+        return _error(exc.message, 2)
+    except FacteurError as exc:  # git's failures included
+        return _error(f"bootstrap failed: {exc.message}", 1)
+    if as_json:
+        print(json.dumps(done))
+    else:
+        print(f"{done['workspace']}: {done['head']} at {str(done['sha'])[:12]}, from {done['started_from']}")
+    return 0
 
 
 def _error(message: str, code: int) -> int:

@@ -6,6 +6,7 @@ comment, a failed attempt leaves a resume archive the next one restores, review 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -535,3 +536,44 @@ async def test_each_review_target_gets_the_verdict_on_its_own_pull_request(bench
     for key in ("add", "multiply"):
         number = pulls[f"facteur/{key}"].number
         assert await bench.forge.latest_comment_with(REPO, number, REVIEW_MARKER) is not None, key
+
+
+def test_facteur_stage_bootstrap_prepares_the_checkout_alone(bench: Bench, tmp_path: Path) -> None:
+    import subprocess
+
+    # the add branch exists on the forge: a task depending on it starts from it
+    scratch = tmp_path / "scratch"
+    _git(bench, "clone", "--quiet", str(bench.forge.repository_path(REPO)), str(scratch))
+    (scratch / "calc" / "add.py").write_text("def add(a, b):\n    return a + b\n")
+    for args in (
+        ("add", "."),
+        ("commit", "-qm", "add"),
+        ("push", "-q", "origin", "HEAD:refs/heads/facteur/add"),
+    ):
+        _git(bench, "-C", str(scratch), "-c", "user.name=x", "-c", "user.email=x@x", *args)
+    event = dict(bench.event("implementation", "facteur/dot").raw)
+    event["facteur"] = {
+        "dependencies": [{"key": "add", "title": "add", "branch": "facteur/add", "summary": ""}]
+    }
+    where = tmp_path / "run"
+    where.mkdir()
+    (where / "event.json").write_text(json.dumps(event))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FACTEUR_")},
+        "FACTEUR_FORGE__KIND": "local",
+        "FACTEUR_FORGE__LOCAL__ROOT": str(bench.root / "forge"),
+    }
+    run = [sys.executable, "-m", "facteur", "stage", "bootstrap", "--event", "event.json", "--json"]
+    done = subprocess.run(run, cwd=where, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    checkout = json.loads(done.stdout)
+    assert (checkout["head"], checkout["started_from"], checkout["merged"]) == (
+        "facteur/dot", "dependencies", ["facteur/add"],
+    )  # fmt: skip
+    assert (where / "repo" / "calc" / "add.py").is_file()
+    assert not (where / "logs").exists()  # nothing else: no agent, no reports
+    event["base"] = "trunk"
+    (where / "event.json").write_text(json.dumps(event))
+    done = subprocess.run(run, cwd=where, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "bootstrap failed:" in done.stderr and "trunk" in done.stderr
+    assert "Traceback" not in done.stderr
