@@ -12,6 +12,7 @@ import typer
 
 from facteur import __version__
 from facteur.cli.common import ConfigOption, JsonOption, fail, settings_or_exit
+from facteur.notify.discord_channel import refusal, response_document, retry_after
 from facteur.settings import MASK, DiscordSettings
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def register_commands(
     token = settings.bot_token.get_secret_value()
     response = _put(target.url, request_headers(token), body, token)
     if response.status_code >= 400:
-        fail(_scrub(_refusal(response), token))
+        fail(_scrub(refusal(response), token))
     commands = _registered(response)
     if as_json:
         typer.echo(
@@ -146,7 +147,7 @@ def _put(url: str, headers: dict[str, str], body: list[dict[str, Any]], token: s
         with httpx.Client(timeout=TIMEOUT_SECONDS, transport=transport) as client:
             response = client.put(url, headers=headers, json=body)
             if response.status_code == 429:
-                wait = _retry_after(response)
+                wait = retry_after(response)
                 if wait > MAX_RETRY_AFTER_SECONDS:
                     fail(f"Discord rate-limited the request for {wait:.0f} s; try again later")
                 sleep(wait)
@@ -158,37 +159,8 @@ def _put(url: str, headers: dict[str, str], body: list[dict[str, Any]], token: s
         fail(_scrub(f"cannot reach Discord at {url}: {exc or type(exc).__name__}", token))
 
 
-def _retry_after(response: httpx.Response) -> float:
-    """Seconds to wait, from the body's ``retry_after`` or the ``Retry-After`` header (1 s if neither)."""
-    candidates: list[Any] = []
-    document = _document(response)
-    if isinstance(document, dict):
-        candidates.append(document.get("retry_after"))
-    candidates.append(response.headers.get("retry-after"))
-    for candidate in candidates:
-        if isinstance(candidate, bool) or candidate is None:
-            continue
-        try:
-            seconds = float(candidate)
-        except (TypeError, ValueError):
-            continue
-        if seconds >= 0:
-            return seconds
-    return 1.0
-
-
-def _refusal(response: httpx.Response) -> str:
-    """One line: the HTTP status, and Discord's ``message`` (and error ``code``) when the body has one."""
-    document = _document(response)
-    message = document.get("message") if isinstance(document, dict) else None
-    code = document.get("code") if isinstance(document, dict) else None
-    status = f"HTTP {response.status_code}" + (f", code {code}" if isinstance(code, int) and code else "")
-    detail = message if isinstance(message, str) and message else (response.reason_phrase or "no detail")
-    return f"Discord refused the request ({status}): {' '.join(detail.split())}"
-
-
 def _registered(response: httpx.Response) -> list[dict[str, str]]:
-    document = _document(response)
+    document = response_document(response)
     if not isinstance(document, list):
         return [{"name": str(PLAN_COMMAND["name"]), "id": "?"}]
     return [
@@ -196,14 +168,6 @@ def _registered(response: httpx.Response) -> list[dict[str, str]]:
         for item in document
         if isinstance(item, dict)
     ]
-
-
-def _document(response: httpx.Response) -> Any:
-    """The response's JSON body, or ``None`` when it has none."""
-    try:
-        return response.json()
-    except ValueError:
-        return None
 
 
 def _scrub(text: str, token: str) -> str:

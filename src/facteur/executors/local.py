@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from facteur.clock import Clock
 from facteur.errors import ConfigError, ExecutorError
 from facteur.executors.port import Submission, WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
+from facteur.executors.processes import alive
 from facteur.executors.stage_host import StageHost
 from facteur.settings import LocalExecutorSettings
 
@@ -132,7 +133,7 @@ class LocalExecutor:
             name = state_file.parent.name
             if state.get("state") == "queued":
                 self._queue.put_nowait(name)
-            elif state.get("state") == "running" and not _pid_alive(state.get("pid")):
+            elif state.get("state") == "running" and not alive(state.get("pid")):
                 self._finish(name, state, "lost", message="the process ended while Facteur was not running")
         for index in range(self._concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"facteur-local-executor-{index}"))
@@ -345,7 +346,7 @@ _PHASES = {
 
 def _status(state: dict[str, Any], *, check_pid: bool = True) -> WorkflowStatus:
     phase = _PHASES.get(str(state.get("state")), WorkflowPhase.FAILED)
-    if check_pid and phase is WorkflowPhase.RUNNING and not _pid_alive(state.get("pid")):
+    if check_pid and phase is WorkflowPhase.RUNNING and not alive(state.get("pid")):
         phase = WorkflowPhase.LOST
         state = {**state, "message": "the process is gone"}
     details: dict[str, str] = {k: str(state[k]) for k in ("pid", "exit_code", "state", "log") if k in state}
@@ -356,18 +357,6 @@ def _status(state: dict[str, Any], *, check_pid: bool = True) -> WorkflowStatus:
         finished_at=_parse(state.get("finished_at")),
         details=details,
     )
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from facteur.errors import ExecutorError
+from facteur.executors.processes import alive
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ async def _poll(hosted: HostedProcess) -> None:
         try:
             pid, status = os.waitpid(hosted.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
         except ChildProcessError:  # not ours: gone, or a zombie its new parent will reap
-            if not _running(hosted.pid):
+            if not alive(hosted.pid):
                 hosted._exited(-1)
                 return
         else:
@@ -203,17 +204,3 @@ async def _poll(hosted: HostedProcess) -> None:
                 hosted._exited(os.waitstatus_to_exitcode(status))
                 return
         await asyncio.sleep(0.5)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True

@@ -95,12 +95,12 @@ class DiscordApi:
                 problem = f"cannot reach Discord ({exc or type(exc).__name__})"
             else:
                 if response.status_code == 429:
-                    self._sleep(_retry_after(response))
+                    self._sleep(retry_after(response))
                     continue
                 if response.status_code < 500:
                     if response.status_code >= 400:
-                        raise DiscordFailure(f"{method} {path}: {_refusal(response)}")
-                    return _document(response)
+                        raise DiscordFailure(f"{method} {path}: {refusal(response)}")
+                    return response_document(response)
                 problem = f"HTTP {response.status_code}"
             failures += 1
             if failures >= MAX_ATTEMPTS:
@@ -114,16 +114,17 @@ def _id_of(document: Any, what: str) -> str:
     raise DiscordFailure(f"Discord created the {what} but its answer has no id")
 
 
-def _document(response: httpx.Response) -> Any:
+def response_document(response: httpx.Response) -> Any:
+    """The response's JSON body, or ``None`` when it has none."""
     try:
         return response.json()
     except ValueError:
         return None
 
 
-def _retry_after(response: httpx.Response) -> float:
+def retry_after(response: httpx.Response) -> float:
     """The body's ``retry_after`` (seconds), else the ``Retry-After`` header, else one second."""
-    document = _document(response)
+    document = response_document(response)
     candidates = [document.get("retry_after") if isinstance(document, dict) else None]
     candidates.append(response.headers.get("retry-after"))
     for candidate in candidates:
@@ -138,8 +139,11 @@ def _retry_after(response: httpx.Response) -> float:
     return DEFAULT_RETRY_AFTER
 
 
-def _refusal(response: httpx.Response) -> str:
-    document = _document(response)
+def refusal(response: httpx.Response) -> str:
+    """One line: the HTTP status, and Discord's ``message`` (and error ``code``) when the body has one."""
+    document = response_document(response)
     message = document.get("message") if isinstance(document, dict) else None
+    code = document.get("code") if isinstance(document, dict) else None
+    status = f"HTTP {response.status_code}" + (f", code {code}" if isinstance(code, int) and code else "")
     detail = message if isinstance(message, str) and message else (response.reason_phrase or "no detail")
-    return f"Discord refused the request (HTTP {response.status_code}): {' '.join(detail.split())}"
+    return f"Discord refused the request ({status}): {' '.join(detail.split())}"

@@ -22,6 +22,7 @@ from facteur.domain.runs import workflow_name
 from facteur.domain.stages import Stage
 from facteur.executors.local import LocalExecutor
 from facteur.executors.port import WorkflowPhase, WorkflowRef, WorkflowRequest
+from facteur.executors.processes import alive
 from facteur.forge.local import LocalForge
 from facteur.settings import LocalExecutorSettings
 from tests.integration.executors.test_local import Recorder
@@ -149,7 +150,7 @@ async def test_stopping_a_hosted_run_stops_its_agent(
     result = await finished(executor, recorder, sent.name)
     assert result["phase"] is WorkflowPhase.CANCELLED
     async with asyncio.timeout(10):
-        while _alive(agent_pid):
+        while alive(agent_pid):
             await asyncio.sleep(0.05)
     assert "planning stopped: SIGTERM" in (tmp_path / "runs" / sent.name / "run.log").read_text()
 
@@ -168,19 +169,6 @@ async def test_a_host_that_died_is_started_again(
     result = await finished(executor, recorder, sent.name)
     assert result["exit_code"] == "2"
     assert host._process is not None and host._process.returncode is None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie whose parent has not reaped it yet is as good as gone
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 #: a process that acts as PID 1 does in a container (it inherits orphans), runs a stage through the host,
