@@ -213,49 +213,49 @@ def act(path: str, body: dict[str, Any], *, url: str, token: str | None, as_json
     _show(idea)
 
 
-@app.command("pause")
-def pause(
-    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
+def control_verb(
+    group: typer.Typer,
+    verb: str,
     *,
-    reason: ReasonOption = None,
-    by: ByOption = "cli",
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    as_json: JsonOption = False,
+    route: str,
+    subject: str,
+    done: str,
+    summary: str,
+    id_help: str = "",
 ) -> None:
-    """Stop dispatching the idea's tasks (runs in flight finish)."""
-    body = {"reason": reason, "by": by}
-    act(f"/api/v1/ideas/{idea_id}/pause", body, url=url, token=token, as_json=as_json, done="paused")
+    """Register ``facteur <group> <verb> ID [--reason] [--by]``: ``POST /api/v1/<route>/ID/<verb>``, then the
+    idea as the server answers it (these verbs differ only in their route and words)."""
+
+    def command(
+        subject_id: str = typer.Argument(
+            ..., help=id_help or f"The {subject}'s id.", metavar=f"{subject.upper()}_ID", show_default=False
+        ),
+        *,
+        reason: ReasonOption = None,
+        by: ByOption = "cli",
+        url: UrlOption = DEFAULT_URL,
+        token: TokenOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        body = {"reason": reason, "by": by}
+        act(f"/api/v1/{route}/{subject_id}/{verb}", body, url=url, token=token, as_json=as_json, done=done)
+
+    command.__doc__ = summary
+    group.command(verb)(command)
 
 
-@app.command("resume")
-def resume(
-    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
-    *,
-    reason: ReasonOption = None,
-    by: ByOption = "cli",
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Dispatch the idea's ready tasks again."""
-    body = {"reason": reason, "by": by}
-    act(f"/api/v1/ideas/{idea_id}/resume", body, url=url, token=token, as_json=as_json, done="resumed")
-
-
-@app.command("cancel")
-def cancel(
-    idea_id: Annotated[str, typer.Argument(help="The idea's id.")],
-    *,
-    reason: ReasonOption = None,
-    by: ByOption = "cli",
-    url: UrlOption = DEFAULT_URL,
-    token: TokenOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """End the idea: open tasks cancelled, runs in flight stopped."""
-    body = {"reason": reason, "by": by}
-    act(f"/api/v1/ideas/{idea_id}/cancel", body, url=url, token=token, as_json=as_json, done="cancelled")
+control_verb(
+    app, "pause", route="ideas", subject="idea", done="paused",
+    summary="Stop dispatching the idea's tasks (runs in flight finish).",
+)  # fmt: skip
+control_verb(
+    app, "resume", route="ideas", subject="idea", done="resumed",
+    summary="Dispatch the idea's ready tasks again.",
+)  # fmt: skip
+control_verb(
+    app, "cancel", route="ideas", subject="idea", done="cancelled",
+    summary="End the idea: open tasks cancelled, runs in flight stopped.",
+)  # fmt: skip
 
 
 @app.command("approve")
