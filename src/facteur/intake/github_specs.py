@@ -7,6 +7,7 @@ import logging
 
 from facteur.domain.untrusted import IDEA_SPEC_MARKER
 from facteur.errors import ForgeError
+from facteur.forge.comments import upsert_comment
 from facteur.forge.port import Forge
 from facteur.intake.github_triggers import IssueRef
 
@@ -27,11 +28,7 @@ class SpecComments:
             )
             return
         try:
-            existing = await self._forge.latest_comment_with(issue.repository, issue.number, IDEA_SPEC_MARKER)
-            if existing is None:
-                await self._forge.create_comment(issue.repository, issue.number, body)
-            elif existing.body != body:
-                await self._forge.update_comment(issue.repository, existing.id, body)
+            await upsert_comment(self._forge, issue.repository, issue.number, IDEA_SPEC_MARKER, body)
         except ForgeError as exc:
             logger.warning(
                 "idea spec comment failed: issue=%s#%s error=%s", issue.repository, issue.number, exc

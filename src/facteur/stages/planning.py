@@ -12,8 +12,8 @@ from facteur.domain.prompts import PLAN_FILE
 from facteur.domain.stage_prompts import idea_planning_prompt
 from facteur.domain.untrusted import PLAN_MARKER
 from facteur.errors import ForgeError, ForgeUnavailable
+from facteur.forge.comments import upsert_comment
 from facteur.stages.bootstrap import bootstrap
-from facteur.stages.publish import upsert_comment
 from facteur.stages.runner import StageFailed, StageOutcome, StageRun
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""What a stage publishes on the forge: marker comments (plan, progress, review verdict) created once and
-updated afterwards, and the draft pull request of a branch, found or opened with bounded retries."""
+"""What a stage publishes on the forge: the progress comment of a task, kept current, and the draft pull
+request of a branch, found or opened with bounded retries. (Marker comments: facteur.forge.comments.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from facteur.errors import FacteurError, ForgeError, ForgeUnavailable
-from facteur.forge.port import Comment, Forge, PullRequest
+from facteur.forge.comments import upsert_comment
+from facteur.forge.port import Forge, PullRequest
 
 logger = logging.getLogger(__name__)
 
@@ -18,16 +19,6 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class PublishError(FacteurError):
     """The stage could not publish its work on the forge."""
-
-
-async def upsert_comment(forge: Forge, repo: str, number: int, marker: str, body: str) -> Comment:
-    """Update the newest comment holding ``marker``, else create one (``body`` must hold the marker)."""
-    existing = await forge.latest_comment_with(repo, number, marker)
-    if existing is not None:
-        if existing.body == body:
-            return existing
-        return await forge.update_comment(repo, existing.id, body)
-    return await forge.create_comment(repo, number, body)
 
 
 async def ensure_draft_pull(

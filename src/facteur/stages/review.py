@@ -14,11 +14,11 @@ from facteur.domain.review_context import DIRTY, failing_checks, thread_note
 from facteur.domain.stage_prompts import APPROVED, CHANGES_REQUESTED, branch_review_prompt, verdict_of
 from facteur.domain.untrusted import REVIEW_MARKER
 from facteur.errors import ForgeError, ForgeUnavailable
+from facteur.forge.comments import upsert_comment
 from facteur.forge.port import PullRequest
 from facteur.stages.bootstrap import bootstrap
 from facteur.stages.event import ReviewTarget
 from facteur.stages.git import Git
-from facteur.stages.publish import upsert_comment
 from facteur.stages.runner import StageFailed, StageOutcome, StageRun
 
 logger = logging.getLogger(__name__)
