@@ -21,7 +21,7 @@ from facteur.bus.port import Message
 from facteur.domain.approvals import ApprovalNeed
 from facteur.domain.events import NewEvent
 from facteur.domain.ideas import IdeaState
-from facteur.domain.lifecycle import Pipeline, next_idea_state, transition
+from facteur.domain.lifecycle import IDEA_TRANSITIONS, Pipeline, next_idea_state, transition
 from facteur.domain.plans import Plan, plan_from_json
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.stages import Stage
@@ -123,7 +123,6 @@ class Draft:
         self.new_tasks: list[TaskSpec] = []
         self.runs: list[NewRun] = []
         self.run_updates: list[tuple[uuid.UUID, RunUpdate]] = []
-        self.extra: dict[str, Any] = {}
 
     # --- recording -----------------------------------------------------------------------------------------
 
@@ -283,7 +282,7 @@ def receive_plan(
         trigger = "plan_provided" if state is IdeaState.REGISTERED else "plan_received"
         draft.move_idea(IdeaState.PLAN_READY, trigger, plan_version=version)
         change = gate(draft, need, version, plan, new_id)
-        return IdeaChange(**{**_fields(change), **extra})
+        return dataclasses.replace(change, **extra)
     if state is IdeaState.AWAITING_APPROVAL:
         draft.event("approval.requested", {"plan_version": version, "reason": "a new plan version"})
     else:
@@ -363,7 +362,7 @@ def settle_run(
     latest = draft.latest_run(run.task_id)
     if task is None or latest is None or latest.id != run.id or task.state not in _LIVE_TASK:
         return draft.change()
-    if draft.idea.state in {IdeaState.COMPLETED, IdeaState.FAILED, IdeaState.CANCELLED}:
+    if IDEA_TRANSITIONS.is_terminal(draft.idea.state):
         return draft.change()
     # the orchestrator's own tasks: plan tasks, and the planning task of an idea it is planning
     planning = task.stage == Stage.PLANNING.value and draft.state is IdeaState.PLANNING
@@ -433,7 +432,6 @@ def _task_failed(
             not_before=not_before,
             detail={"attempt": attempts + 1, "backoff_seconds": wait.total_seconds()},
         )
-        draft.extra["due"] = not_before
         return draft.change()
     reason = f"task {task.key} failed {attempts} time(s), the limit: {why}"
     if policy.on_exhausted == "block" and not planning and not reviewing:
@@ -570,7 +568,7 @@ def _end(draft: Draft, target: IdeaState, trigger: str, reason: str | None) -> N
 
 
 def pause(draft: Draft, *, by: str, reason: str | None, paused: bool) -> IdeaChange:
-    if draft.idea.state in {IdeaState.COMPLETED, IdeaState.FAILED, IdeaState.CANCELLED}:
+    if IDEA_TRANSITIONS.is_terminal(draft.idea.state):
         verb = "paused" if paused else "resumed"
         raise Refused(f"idea {draft.idea.id} is {draft.idea.state.value}: a finished idea cannot be {verb}")
     if draft.idea.paused == paused:
@@ -591,7 +589,7 @@ def cancel(draft: Draft, *, by: str, reason: str | None) -> IdeaChange:
 def retry_task(draft: Draft, task_id: uuid.UUID, *, by: str, reason: str | None = None) -> IdeaChange:
     """An operator's retry: a failed or blocked task gets a fresh attempt budget, at once."""
     task = _own_task(draft, task_id)
-    if draft.idea.state in {IdeaState.COMPLETED, IdeaState.FAILED, IdeaState.CANCELLED}:
+    if IDEA_TRANSITIONS.is_terminal(draft.idea.state):
         raise Refused(f"idea {draft.idea.id} is {draft.idea.state.value}: its tasks cannot be retried")
     if task.plan_version is None:
         raise Refused(
@@ -693,7 +691,3 @@ def _replace_task(task: Task, change: TaskChange) -> Task:
         attempts=task.attempts if change.attempts is None else change.attempts,
         not_before=change.not_before,
     )
-
-
-def _fields(change: IdeaChange) -> dict[str, Any]:
-    return {f.name: getattr(change, f.name) for f in dataclasses.fields(change)}

@@ -20,7 +20,7 @@ from facteur.clock import Clock, Ids
 from facteur.domain.approvals import ApprovalNeed
 from facteur.domain.ideas import Idea, IdeaState
 from facteur.domain.lifecycle import IllegalTransition, refusal_event
-from facteur.domain.plans import parse_plan, plan_from_json, plan_to_json
+from facteur.domain.plans import parse_plan, plan_from_json, plan_to_json, render_plan
 from facteur.domain.runs import Run, RunStatus
 from facteur.domain.tasks import Task, TaskState
 from facteur.errors import FacteurError
@@ -111,7 +111,9 @@ class Driver:
     ) -> IdeaChange:
         """A new plan version from a person (API) or a plan comment (intake); raises :class:`InvalidPlan`."""
         plan = parse_plan(markdown) if markdown is not None else plan_from_json(document)
-        stored = PlanVersionDraft(source=source, markdown=markdown or "", document=plan_to_json(plan))
+        stored = PlanVersionDraft(
+            source=source, markdown=markdown or render_plan(plan), document=plan_to_json(plan)
+        )
         return await self._change(
             idea_id,
             lambda draft: decisions.receive_plan(
@@ -213,13 +215,8 @@ class Driver:
         task_id: uuid.UUID | None = None,
         run_id: uuid.UUID | None = None,
     ) -> IdeaChange:
-        extra: dict[str, Any] = {}
-
         def apply(detail: IdeaDetail) -> IdeaChange:
-            draft = Draft(detail, actor=actor, now=self._clock.now(), stage_runs=self._stage_runs)
-            change = decide(draft)
-            extra.update(draft.extra)
-            return change
+            return decide(Draft(detail, actor=actor, now=self._clock.now(), stage_runs=self._stage_runs))
 
         try:
             change = await self._store.change_idea(idea_id, apply)
@@ -228,18 +225,19 @@ class Driver:
                 refusal_event(exc, actor=actor, idea_id=idea_id, task_id=task_id, run_id=run_id)
             )
             raise
-        await self._after(change, extra)
+        await self._after(change)
         return change
 
-    async def _after(self, change: IdeaChange, extra: dict[str, Any]) -> None:
+    async def _after(self, change: IdeaChange) -> None:
         """What a committed change asks of the executor and the scheduler."""
         stopped = [run_id for run_id, update in change.run_updates if update.status is RunStatus.CANCELLED]
         if stopped:
             await asyncio.gather(*(self._stop(run_id) for run_id in stopped))
         for new in change.runs:
             await self._dispatcher.dispatch(new.id)
-        if extra.get("due") is not None:
-            self.wake_at(extra["due"])
+        due = min((t.not_before for t in change.tasks if t.not_before is not None), default=None)
+        if due is not None:  # a task backing off: the scheduler looks again when it may run
+            self.wake_at(due)
         if change.tasks or change.new_tasks or change.paused is False or stopped:
             self.wake()
 

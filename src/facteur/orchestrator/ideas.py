@@ -10,6 +10,7 @@ from typing import Any
 
 from facteur.clock import Clock, Ids
 from facteur.domain.events import NewEvent
+from facteur.domain.idea_spec import IdeaSpec
 from facteur.domain.ideas import Idea, IdeaSource, IdeaState
 from facteur.domain.plans import Plan, parse_plan, plan_from_json, plan_to_json, render_plan
 from facteur.errors import Conflict
@@ -77,11 +78,15 @@ class Ideas:
         plan = _plan(submission)
         idea_id = self._ids.new_id()
         now = self._clock.now()
+        stated = IdeaSpec(
+            goal=submission.goal,
+            constraints=submission.constraints,
+            success_metrics=tuple(submission.success_metrics),
+            priority=submission.priority,
+            risk_labels=tuple(submission.risk_labels),
+        )
         spec = {
-            "goal": submission.goal,
-            "constraints": submission.constraints,
-            "success_metrics": list(submission.success_metrics),
-            "risk_labels": list(submission.risk_labels),
+            **stated.to_json(),
             "budget": dict(submission.budget) if submission.budget else None,
             **submission.extra,
         }

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 from facteur.domain.ideas import Idea, IdeaSource
-from facteur.domain.plans import plan_from_json, render_plan
 from facteur.domain.runs import RunStatus, workflow_name
 from facteur.domain.stages import Stage
 from facteur.domain.tasks import Task
@@ -137,7 +136,7 @@ class RunBodies:
             "targets": targets,
             "plan": {
                 "version": version,
-                "markdown": (plan.markdown or render_plan(plan_from_json(plan.document))) if plan else "",
+                "markdown": plan.markdown if plan else "",
             },
         }
         return self._run(task.id, Stage.REVIEW, body, attempt, now)
