@@ -552,3 +552,14 @@ async def test_the_review_leaves_out_a_cancelled_tasks_branch(tmp_path: Path) ->
         review = world.run_of("review", await world.detail(idea_id))
         body = json.loads(world.store.payloads[review.id][0])
         assert [t["key"] for t in body["facteur"]["targets"]] == ["a", "b"]
+
+
+async def test_a_plan_sent_as_json_reaches_the_runs_as_markdown(world: World) -> None:
+    idea_id = await world.submit(None)  # planned by a run, until a person sends a plan
+    await world.runtime.driver.submit_plan(idea_id, markdown=None, document=plan(("a", [])), source="api")
+    detail = await world.detail(idea_id)
+    [stored] = detail.plans
+    assert stored.markdown.startswith("<!-- codex:plan -->") and "#### a" in stored.markdown
+    [run] = await world.dispatch()
+    body = json.loads(world.store.payloads[run.id][0])
+    assert body["facteur"]["plan"]["markdown"] == stored.markdown
