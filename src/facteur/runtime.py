@@ -13,7 +13,6 @@ import hmac
 import logging
 import os
 import secrets
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 from facteur.bus import build_broker
 from facteur.bus.codex_listener import CodexListener
 from facteur.bus.port import Broker
-from facteur.bus.relay import OutboxRelay
+from facteur.bus.relay import OutboxRelay, default_holder
 from facteur.clock import Clock, Ids, RandomIds, SystemClock
 from facteur.errors import FacteurError, StoreUnavailable
 from facteur.executors.local import LocalExecutor
@@ -276,11 +275,6 @@ def callback_secret(settings: Settings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def replica_name() -> str:
-    """This process among replicas: ``<host>:<pid>:<random>`` (claims and leases name it)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
 def _url_host(host: str) -> str:
     """The host to put in a callback URL for a bind address (a wildcard bind is reached on loopback)."""
     if host in {"0.0.0.0", "", "::"}:  # noqa: S104 - a comparison, not a bind
@@ -321,9 +315,11 @@ async def build_runtime(
         executor = await build_executor(settings, clock)
     if broker is None and (settings.bus.consume_codex_tasks or settings.bus.outbox.relay_enabled):
         broker = build_broker(settings.bus)
+    #: this process among replicas, in the relay's lease, the scheduler's claims and the reconciler's lease
+    holder = default_holder()
     relay = None
     if broker is not None and settings.bus.outbox.relay_enabled:
-        relay = OutboxRelay(store, broker, clock, settings.bus.outbox)
+        relay = OutboxRelay(store, broker, clock, settings.bus.outbox, holder=holder)
         store.on_outbox_write(relay.wake)
     secret = callback_secret(settings)
     server = settings.server
@@ -336,7 +332,6 @@ async def build_runtime(
     )
     if isinstance(executor, LocalExecutor):
         executor.set_listener(dispatcher.on_workflow_status)
-    holder = replica_name()
     bodies = RunBodies(
         executor=executor.kind,
         namespace=executor.namespace,

@@ -122,7 +122,7 @@ async def retry_task(task_id: uuid.UUID, request: Request, body: Reason | None =
     runtime, driver = _driver(request)
     body = body or Reason()
     task = await runtime.store.get_task(task_id)
-    await driver.retry_task(task_id, by=body.by, reason=body.reason)
+    await driver.retry_task(task_id, by=body.by, reason=body.reason, idea_id=task.idea_id)
     return await _idea(runtime, task.idea_id)
 
 
@@ -132,5 +132,5 @@ async def cancel_task(task_id: uuid.UUID, request: Request, body: Reason | None 
     runtime, driver = _driver(request)
     body = body or Reason()
     task = await runtime.store.get_task(task_id)
-    await driver.cancel_task(task_id, by=body.by, reason=body.reason)
+    await driver.cancel_task(task_id, by=body.by, reason=body.reason, idea_id=task.idea_id)
     return await _idea(runtime, task.idea_id)

@@ -125,6 +125,25 @@ async def metrics(request: Request) -> PlainTextResponse:
         "Runs this process's scheduler submitted to the executor.",
         runtime.scheduler.dispatched,
     )
+    try:
+        active = await runtime.store.active_runs()
+    except StoreUnavailable:
+        active = None
+    gauge(
+        "facteur_tasks_in_flight",
+        "gauge",
+        "Plan tasks queued or running, across replicas (what scheduler.max_concurrent limits).",
+        None if active is None else active.total,
+    )
+    gauge(
+        "facteur_heavy_tasks_in_flight",
+        "gauge",
+        "Heavy plan tasks queued or running (what scheduler.max_heavy limits).",
+        None if active is None else active.heavy,
+    )
+    if active is not None:
+        for repository, count in sorted(active.by_repository.items()):
+            lines.append(f'facteur_tasks_in_flight_by_repository{{repository="{repository}"}} {count}')
     gauge(
         "facteur_runs_stuck_total",
         "counter",

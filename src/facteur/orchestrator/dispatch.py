@@ -3,7 +3,9 @@
 A run is recorded ``queued`` with its executor and deterministic workflow name in the same transaction as
 the delivery that caused it; submission happens after that commit. When the executor cannot be reached the
 run stays ``queued`` and :meth:`Dispatcher.resubmit_pending` (at start-up and then periodically) tries
-again; the workflow name is deterministic, so a submission that did reach the executor is never doubled.
+again — runs no scheduler claimed; a claimed one whose claim expired is taken over by the reconciler
+(``stale_claims``). The workflow name is deterministic, so a submission that did reach the executor is
+never doubled.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from facteur.bus.port import Message
 from facteur.clock import Clock
 from facteur.domain.events import NewEvent
+from facteur.domain.lifecycle import RUN_TRANSITIONS
 from facteur.domain.run_reports import run_token
 from facteur.domain.runs import Run, RunStatus
 from facteur.errors import ExecutorError, FacteurError, StoreError, WorkflowRefused
@@ -148,7 +151,7 @@ class Dispatcher:
             # never to be accepted as it is: the run fails now, with the reason, instead of being retried
             logger.warning("workflow refused: stage=%s workflow=%s error=%s", stage, run.workflow_name, exc)
             await self._record_status(
-                run.id,
+                run,
                 WorkflowStatus(phase=WorkflowPhase.FAILED, message=f"refused by the executor: {exc.message}"),
             )
             return await self._store.get_run(run.id)
@@ -256,17 +259,18 @@ class Dispatcher:
         except StoreError as exc:
             logger.warning("run status not recorded: run=%s phase=%s error=%s", run_id, status.phase, exc)
 
-    async def _record_status(self, run_id: uuid.UUID, status: WorkflowStatus) -> None:
-        target = status.phase.run_status()
+    async def _record_status(self, run: Run | uuid.UUID, status: WorkflowStatus) -> None:
+        """Record a workflow's phase as its run's status, when that moves the run (the run table decides);
+        a phase the run already has, or has moved past, writes nothing."""
         if status.phase is WorkflowPhase.PENDING:
             return
-        if target is RunStatus.RUNNING:
-            expected: tuple[RunStatus, ...] = (RunStatus.QUEUED, RunStatus.SUBMITTED)
-            kind = "run.started"
-        else:
-            expected = (RunStatus.QUEUED, RunStatus.SUBMITTED, RunStatus.RUNNING)
-            kind = f"run.{target.value}"
-        run = await self._store.get_run(run_id)
+        target = status.phase.run_status()
+        if isinstance(run, uuid.UUID):
+            run = await self._store.get_run(run)
+        if not RUN_TRANSITIONS.allows(run.status, target):
+            return
+        kind = "run.started" if target is RunStatus.RUNNING else f"run.{target.value}"
+        run_id = run.id
         now = self._clock.now()
         payload: dict[str, Any] = {"phase": status.phase.value, **status.details}
         if status.message:
@@ -275,7 +279,7 @@ class Dispatcher:
             run_id,
             RunUpdate(
                 status=target,
-                expected=expected,
+                expected=(run.status,),
                 finished_at=now if target.terminal else None,
                 detail=status.message or None,
             ),
@@ -325,5 +329,5 @@ class Dispatcher:
         if ref is None:
             return None
         status = await self._executor.status(ref)
-        await self._record_status(run.id, status)
+        await self._record_status(run, status)
         return status

@@ -33,6 +33,8 @@ from facteur.store.port import IdeaChange, IdeaDetail, PlanVersionDraft, Store
 
 logger = logging.getLogger(__name__)
 
+_IN_FLIGHT = frozenset({TaskState.QUEUED, TaskState.RUNNING})
+
 
 class Driver:
     def __init__(
@@ -176,22 +178,30 @@ class Driver:
             idea_id, lambda draft: decisions.cancel(draft, by=by, reason=reason), actor=by
         )
 
-    async def retry_task(self, task_id: uuid.UUID, *, by: str, reason: str | None = None) -> IdeaChange:
-        task = await self._store.get_task(task_id)
+    async def retry_task(
+        self, task_id: uuid.UUID, *, by: str, reason: str | None = None, idea_id: uuid.UUID | None = None
+    ) -> IdeaChange:
+        """Retry a task (of ``idea_id`` when the caller knows it: the task is not read again)."""
         return await self._change(
-            task.idea_id,
+            idea_id or (await self._store.get_task(task_id)).idea_id,
             lambda draft: decisions.retry_task(draft, task_id, by=by, reason=reason),
             actor=by,
             task_id=task_id,
         )
 
     async def cancel_task(
-        self, task_id: uuid.UUID, *, by: str, reason: str | None, for_run: uuid.UUID | None = None
+        self,
+        task_id: uuid.UUID,
+        *,
+        by: str,
+        reason: str | None,
+        for_run: uuid.UUID | None = None,
+        idea_id: uuid.UUID | None = None,
     ) -> IdeaChange:
-        """Cancel a task; with ``for_run``, only while that run is the task's latest (a stuck run's)."""
-        task = await self._store.get_task(task_id)
+        """Cancel a task (of ``idea_id`` when the caller knows it); with ``for_run``, only while that run is
+        the task's latest (a stuck run's)."""
         return await self._change(
-            task.idea_id,
+            idea_id or (await self._store.get_task(task_id)).idea_id,
             lambda draft: decisions.cancel_task(
                 draft,
                 task_id,
@@ -238,7 +248,11 @@ class Driver:
         due = min((t.not_before for t in change.tasks if t.not_before is not None), default=None)
         if due is not None:  # a task backing off: the scheduler looks again when it may run
             self.wake_at(due)
-        if change.tasks or change.new_tasks or change.paused is False or stopped:
+        # a pass has something to do when work became ready or a slot freed (a task left queued or running);
+        # a task starting changes neither
+        settled = any(t.state not in _IN_FLIGHT for t in change.tasks)
+        ready = any(t.state is TaskState.READY for t in change.new_tasks)
+        if settled or ready or change.paused is False or stopped:
             self.wake()
 
     async def _stop(self, run_id: uuid.UUID) -> None:

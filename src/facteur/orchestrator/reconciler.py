@@ -201,7 +201,11 @@ class Reconciler:
             return
         try:
             await self._driver.cancel_task(
-                run.task_id, by=ACTOR, reason=f"its run stopped sending heartbeats ({detail})", for_run=run.id
+                run.task_id,
+                by=ACTOR,
+                reason=f"its run stopped sending heartbeats ({detail})",
+                for_run=run.id,
+                idea_id=run.idea_id,
             )
         except Refused as exc:
             # planning and review tasks are not cancelled on their own: their run's end is settled instead

@@ -64,7 +64,7 @@ tasks = sa.Table(
     sa.Column("paths", Json),
     sa.Column("heavy", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("plan_version", sa.Integer),
-    #: the task's place in its plan (plan order, for display)
+    #: the task's place in its plan: display order, and the last key of dispatch order (ix_tasks_ready)
     sa.Column("position", sa.Integer),
     #: a failed task waits until then before it is ready again (back-off)
     sa.Column("not_before", UtcDateTime),

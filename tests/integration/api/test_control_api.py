@@ -197,6 +197,9 @@ async def test_cancel_stops_the_runs_in_flight_through_the_executor(database_url
         [run] = dispatched["runs"]
         assert run["status"] == "submitted" and run["workflow_name"] in executor.submitted
         assert task_states(dispatched) == {"a": "queued", "b": "pending"}
+        metrics = (await running.client.get("/metrics")).text
+        assert "\nfacteur_tasks_in_flight 2\n" in metrics  # a of this idea and the bystander's task
+        assert '\nfacteur_tasks_in_flight_by_repository{repository="acme/widgets"} 2\n' in metrics
 
         cancelled = await ok(running, f"/api/v1/ideas/{idea['id']}/cancel", {"reason": "changed my mind"})
         assert cancelled["state"] == "cancelled"
@@ -207,6 +210,7 @@ async def test_cancel_stops_the_runs_in_flight_through_the_executor(database_url
         [bystander_run] = (await shown(running, other["id"]))["runs"]
         assert bystander_run["workflow_name"] not in executor.cancelled
         assert bystander_run["status"] == "submitted"
+        assert "\nfacteur_tasks_in_flight 1\n" in (await running.client.get("/metrics")).text
 
         timeline = await events(running, idea["id"])
         [ended] = [

@@ -563,3 +563,14 @@ async def test_a_plan_sent_as_json_reaches_the_runs_as_markdown(world: World) ->
     [run] = await world.dispatch()
     body = json.loads(world.store.payloads[run.id][0])
     assert body["facteur"]["plan"]["markdown"] == stored.markdown
+
+
+async def test_the_scheduler_is_woken_when_a_slot_frees_not_when_a_run_starts(world: World) -> None:
+    await world.submit(plan(("a", []), ("b", ["a"])))
+    [run] = await world.dispatch()
+    woken: list[str] = []
+    world.runtime.driver.wake = lambda: woken.append("wake")
+    await world.runtime.run_reports.receive(run.id, parse_report({"id": "s", "type": "started"}))
+    assert woken == []  # queued -> running: no slot freed, nothing became ready
+    await world.end(run)
+    assert woken == ["wake"]

@@ -768,3 +768,26 @@ async def test_a_stuck_review_run_with_stuck_action_cancel_is_reviewed_again(tmp
         again = max((r for r in detail.runs if r.stage is Stage.REVIEW), key=lambda r: r.attempt)
         assert again.attempt == 2 and again.status is RunStatus.SUBMITTED
         assert detail.idea.state is IdeaState.QA_REVIEW
+
+
+async def test_a_sweep_writes_nothing_for_a_run_whose_phase_did_not_change(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, run = await one_running_task(world, ("a", []))
+    world.executor.set_phase(run, WorkflowPhase.RUNNING)
+    await world.sweep()  # submitted -> running: one write
+    assert world.run(run).status is RunStatus.RUNNING
+    writes: list[uuid.UUID] = []
+    update_run = world.store.update_run
+
+    async def counted(run_id: uuid.UUID, *args: Any, **kwargs: Any) -> Run | None:
+        writes.append(run_id)
+        return await update_run(run_id, *args, **kwargs)
+
+    monkeypatch.setattr(world.store, "update_run", counted)
+    for _ in range(3):
+        assert (await world.sweep()).refreshed == 1
+    assert writes == []
+    world.executor.set_phase(run, WorkflowPhase.SUCCEEDED)
+    await world.sweep()
+    assert writes == [run.id] and world.run(run).status is RunStatus.SUCCEEDED
