@@ -39,11 +39,12 @@ from facteur.domain.untrusted import (
 )
 from facteur.errors import Conflict, ForgeError, ForgeNotFound
 from facteur.forge.port import Forge, Reaction
+from facteur.forge.review import fetch_review_context
 from facteur.intake.codex_tasks import DELIVERY_SOURCE as CODEX_TASK_SOURCE
 from facteur.intake.codex_tasks import CodexTaskIntake, IdeaDetails
 from facteur.intake.github_delivery import WebhookDelivery
 from facteur.intake.github_messages import raw_message, task_key, task_messages
-from facteur.intake.github_pulls import PullActivityHandler, fetch_review_context
+from facteur.intake.github_pulls import PullActivityHandler
 from facteur.intake.github_specs import SpecComments
 from facteur.intake.github_triggers import (
     Decision,

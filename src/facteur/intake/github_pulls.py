@@ -7,26 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from facteur.domain.review_context import ReviewContext, build_review_context
 from facteur.domain.untrusted import READY_MARKER
 from facteur.errors import ForgeError
-from facteur.forge.port import Forge, PullRequest, Reaction
+from facteur.forge.port import Forge, Reaction
+from facteur.forge.review import fetch_review_context
 from facteur.intake.github_triggers import PullActivity
 
 logger = logging.getLogger(__name__)
 
 #: actions after which a pull request is (re)considered for review, not for merging
 FORCE_REVIEW_ACTIONS = frozenset({"opened", "ready_for_review", "reopened"})
-
-
-async def fetch_review_context(forge: Forge, repo: str, pull: PullRequest) -> ReviewContext:
-    """The pull request's unresolved threads, failing checks and statuses, read at once, as review context."""
-    threads, runs, statuses = await asyncio.gather(
-        forge.review_threads(repo, pull.number),
-        forge.check_runs(repo, pull.head_sha),
-        forge.commit_statuses(repo, pull.head_sha),
-    )
-    return build_review_context(pull, threads, runs, statuses)
 
 
 def ready_comment(workflow_identifier: str | None) -> str:

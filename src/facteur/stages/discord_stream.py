@@ -91,7 +91,7 @@ class StageChannel:
         intro = rules.intro_message(
             channel=name,
             started=self._started,
-            title=event.task.title if event.task else (event.idea_title or None),
+            title=event.task.title if event.task else (event.issue_title or None),
             repo=event.repository,
             issue=issue,
             url=event.issue_url or None,

@@ -87,15 +87,12 @@ class StageEvent:
     #: the prompt intake wrote (Froussard-path runs); empty for the orchestrator's runs
     prompt: str
     run: RunInfo
-    idea_title: str = ""
     spec: Mapping[str, Any] = field(default_factory=dict)
     task: TaskInfo | None = None
     plan_markdown: str | None = None
     dependencies: tuple[Dependency, ...] = ()
     review_targets: tuple[ReviewTarget, ...] = ()
-    plan_comment_body: str | None = None
     pull_number: int = 0
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def orchestrated(self) -> bool:
@@ -156,15 +153,12 @@ def parse_event(document: Any) -> StageEvent:
         issue_url=_text(document, "issueUrl"),
         prompt=_text(document, "prompt"),
         run=_run(block, document),
-        idea_title=_text(document, "issueTitle"),
         spec=dict(spec),
         task=task,
         plan_markdown=plan_markdown or (_text(document, "planCommentBody") or None),
         dependencies=tuple(_dependency(n, d) for n, d in enumerate(_list(block, "dependencies"))),
         review_targets=tuple(_target(n, t) for n, t in enumerate(_list(block, "targets"))),
-        plan_comment_body=_text(document, "planCommentBody") or None,
         pull_number=_count(block, "pullNumber"),
-        raw=document,
     )
 
 

@@ -30,8 +30,7 @@ class StageForge:
     forge: Forge
     kind: str
     remote: str
-    #: a fixed token's git authentication; None for the local forge and for a GitHub App (see git_auth)
-    auth: GitAuth | None
+    #: the web host git talks to (GitHub); empty for the local forge
     host: str = ""
 
 
@@ -53,31 +52,31 @@ def open_forge(
         from facteur.forge.local import LocalForge
 
         local = LocalForge.from_settings(settings.forge.local)
-        return StageForge(local, "local", str(local.repository_path(repository)), None)
+        return StageForge(local, "local", str(local.repository_path(repository)))
     from facteur.forge.github import GitHubForge
 
     host = _web_host(github.api_url)
     remote = f"https://{host}/{repository}.git"
-    if github.app_id is not None and github.private_key is not None:
-        # a GitHub App: git pushes with an installation token (see git_auth)
-        return StageForge(GitHubForge(github, transport=transport), "github", remote, None, host=host)
-    if token is None:
+    app = github.app_id is not None and github.private_key is not None
+    if not app and token is None:
         raise ConfigError(
             "forge.kind is github but neither a token nor a GitHub App is configured: set github.token "
             "(FACTEUR_GITHUB__TOKEN or GITHUB_TOKEN), or github.app_id and github.private_key"
         )
-    forge = GitHubForge(github.model_copy(update={"token": SecretStr(token)}), transport=transport)
-    return StageForge(forge, "github", remote, GitAuth(token=token, host=host), host=host)
+    if not app:
+        github = github.model_copy(update={"token": SecretStr(token or "")})
+    return StageForge(GitHubForge(github, transport=transport), "github", remote, host=host)
 
 
 async def git_auth(stage_forge: StageForge, repository: str) -> GitAuth | None:
-    """How git authenticates to the forge now: the fixed token, or a fresh GitHub App installation token
-    (they last an hour: asked again before each push)."""
+    """How git authenticates to the forge now: none for the local forge; else the GitHub forge's token (the
+    configured one, or a GitHub App installation token minted again near its expiry: asked before each
+    push)."""
     from facteur.forge.github import GitHubForge
 
     forge = stage_forge.forge
-    if stage_forge.auth is not None or not isinstance(forge, GitHubForge):
-        return stage_forge.auth
+    if not isinstance(forge, GitHubForge):
+        return None
     token = await forge.git_token(repository)
     return GitAuth(token=token, host=stage_forge.host) if token else None
 

@@ -71,19 +71,19 @@ async def run(stage: StageRun) -> StageOutcome:
 
     async def on_event(agent_event: AgentEvent) -> None:
         if agent_event.kind is EventKind.TODO_LIST:
-            items = agent_event.detail.get("items") or []
-            checklist = [
-                {"text": str(i.get("text", "")), "done": bool(i.get("done"))}
-                for i in items
+            items = [
+                (str(i.get("text", "")), bool(i.get("done")))
+                for i in agent_event.detail.get("items") or []
                 if isinstance(i, dict)
             ]
-            stage.reporter.progress("the agent's to-do list", checklist)
+            stage.reporter.progress("the agent's to-do list", [{"text": t, "done": d} for t, d in items])
+            await progress.todo(items)
 
     prompt = event.prompt or task_prompt(
         repository=event.repository,
         base=event.base,
         head=event.head,
-        idea_title=event.idea_title,
+        idea_title=event.issue_title,
         task=task.to_json() if task else {},
         plan_markdown=event.plan_markdown,
         dependencies=[
@@ -112,18 +112,17 @@ async def run(stage: StageRun) -> StageOutcome:
     stage.reporter.progress("the agent finished; committing")
     issue = f"\n\nRefs #{event.issue_number}" if event.issue_number else ""
     idea = f"\n\nIdea {event.run.idea_id}, task {key}." if event.run.idea_id else ""
+    status = await git.status_porcelain()  # what the agent left, before the commit takes it in
     commit = await git.commit_all(f"{title}{idea}{issue}")
-    # a new branch must change something beyond what it started from (the base and the dependencies'
-    # work); a branch origin already had (an earlier attempt pushed it) must differ from the base
-    fresh = checkout.started_from is not StartPoint.HEAD
-    if fresh and not await git.changed_files(checkout.sha):
-        raise StageFailed(
-            f"the agent changed nothing: {event.head} has no change beyond "
-            + ("its dependencies' work" if checkout.merged else event.base)
-        )
     changed = await git.changed_files(f"origin/{event.base}")
     if not changed:
         raise StageFailed(f"the agent changed nothing: {event.head} has no change against {event.base}")
+    # a branch built on dependencies must also change something beyond their work (a branch started from
+    # the base, or pushed by an earlier attempt, is judged against the base alone)
+    if checkout.started_from is StartPoint.DEPENDENCIES and not await git.changed_files(checkout.sha):
+        raise StageFailed(
+            f"the agent changed nothing: {event.head} has no change beyond its dependencies' work"
+        )
     await stage.authenticate()
     await git.push(event.head)
     stage_settings = stage.settings.stage
@@ -142,7 +141,9 @@ async def run(stage: StageRun) -> StageOutcome:
         )
 
     # the pull request and the artifacts do not depend on each other
-    pull, artifacts = await asyncio.gather(publish(), _artifacts(stage, f"origin/{event.base}", changed))
+    pull, artifacts = await asyncio.gather(
+        publish(), _artifacts(stage, f"origin/{event.base}", status=status, files=changed)
+    )
     archive.clear()
     progress.progress.tick_all()
     await progress.update("done", f"Draft pull request {pull.url}; {len(changed)} file(s) changed.")
@@ -166,9 +167,15 @@ def _pull_body(stage: StageRun, summary: str) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-async def _artifacts(stage: StageRun, against: str, files: list[str] | None = None) -> list[dict[str, Any]]:
+async def _artifacts(
+    stage: StageRun, against: str, *, status: str | None = None, files: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The patch against ``against``, ``git status`` (as given: taken before a commit) and the changed
+    files' archive."""
     git = stage.git
-    patch, status = await asyncio.gather(git.diff_patch(against), git.status_porcelain())
+    patch = await git.diff_patch(against)
+    if status is None:
+        status = await git.status_porcelain()
     if files is None:
         files = await git.changed_files(against)
     buffer = io.BytesIO()

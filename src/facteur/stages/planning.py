@@ -34,7 +34,7 @@ async def run(stage: StageRun) -> StageOutcome:
             prompt = idea_planning_prompt(
                 repository=event.repository,
                 base=event.base,
-                title=event.idea_title,
+                title=event.issue_title,
                 spec=event.spec,
                 feedback=problems,
             )

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from facteur.domain.untrusted import one_line
 from facteur.errors import FacteurError, ForgeError, ForgeUnavailable
 from facteur.forge.comments import upsert_comment
 from facteur.forge.port import Forge, PullRequest
@@ -61,61 +64,81 @@ async def ensure_draft_pull(
 
 @dataclass
 class Progress:
-    """The ``<!-- codex:progress -->`` comment of one task: a checklist seeded from the task's acceptance
-    criteria, a status line, and a log of milestones; rendered whole at each update."""
+    """The ``<!-- codex:progress -->`` comment of one task: its checklist in the plan (the acceptance
+    criteria), a status line, the agent's own to-do list and a log of milestones, rendered whole each time."""
 
     title: str
     marker: str
     items: list[tuple[str, bool]]
     milestones: list[str] = field(default_factory=list)
     status: str = "starting"
+    todo: list[tuple[str, bool]] = field(default_factory=list)
 
     def render(self) -> str:
         lines = [self.marker, f"### Progress: {self.title}", "", f"**Status:** {self.status}", ""]
-        if self.items:
-            lines += [f"- [{'x' if done else ' '}] {text}" for text, done in self.items]
-            lines.append("")
+        lines += _checklist(self.items)
+        if self.todo:
+            lines += ["The agent's to-do list:", "", *_checklist(self.todo)]
         if self.milestones:
             lines += ["<details><summary>Milestones</summary>", ""]
             lines += [f"1. {m}" for m in self.milestones]
             lines += ["", "</details>"]
         return "\n".join(lines).rstrip() + "\n"
 
-    def checklist(self) -> list[dict[str, object]]:
-        return [{"text": text, "done": done} for text, done in self.items]
-
     def tick_all(self) -> None:
         self.items = [(text, True) for text, _ in self.items]
 
 
-class ProgressComment:
-    """Keeps a :class:`Progress` on the forge (when the work has an issue); a forge that refuses an update
-    is logged, never fatal: the progress comment is for people, the callbacks are the record."""
+def _checklist(items: Sequence[tuple[str, bool]]) -> list[str]:
+    return [*(f"- [{'x' if done else ' '}] {one_line(text)}" for text, done in items), ""] if items else []
 
-    def __init__(self, forge: Forge, repo: str, number: int, progress: Progress) -> None:
+
+class ProgressComment:
+    """Keeps a :class:`Progress` on the forge (when the work has an issue): found or created once, then
+    edited by id. A forge that refuses is logged, never fatal: the comment is for people, the callbacks are
+    the record. The agent's to-do list is shown at most every ``todo_seconds``."""
+
+    def __init__(
+        self, forge: Forge, repo: str, number: int, progress: Progress, *, todo_seconds: float = 10.0
+    ) -> None:
         self._forge = forge
         self._repo = repo
         self._number = number
         self.progress = progress
-        self.url: str | None = None
+        self._comment_id: int | None = None
+        self._todo_seconds = todo_seconds
+        self._shown_at = -math.inf
 
     async def update(self, status: str, milestone: str | None = None) -> None:
         self.progress.status = status
         if milestone:
             self.progress.milestones.append(milestone)
+        await self._publish()
+
+    async def todo(self, items: list[tuple[str, bool]]) -> None:
+        self.progress.todo = items
+        if time.monotonic() - self._shown_at >= self._todo_seconds:
+            await self._publish()
+
+    async def _publish(self) -> None:
         if self._number <= 0:
             return
+        self._shown_at = time.monotonic()
+        body = self.progress.render()
         try:
-            comment = await upsert_comment(
-                self._forge, self._repo, self._number, self.progress.marker, self.progress.render()
-            )
+            if self._comment_id is not None:
+                try:
+                    await self._forge.update_comment(self._repo, self._comment_id, body)
+                    return
+                except ForgeError:  # deleted meanwhile: find or create it again
+                    self._comment_id = None
+            comment = await upsert_comment(self._forge, self._repo, self._number, self.progress.marker, body)
+            self._comment_id = comment.id
         except (ForgeError, ForgeUnavailable) as exc:
             logger.warning(
                 "progress comment not updated: repo=%s issue=%s problem=%s", self._repo, self._number, exc
             )
-            return
-        self.url = comment.url
 
 
-def progress_items(criteria: Sequence[str], plan_checklist: Sequence[str] = ()) -> list[tuple[str, bool]]:
-    return [(text, False) for text in (*criteria, *plan_checklist) if text.strip()]
+def progress_items(criteria: Sequence[str]) -> list[tuple[str, bool]]:
+    return [(text, False) for text in criteria if text.strip()]

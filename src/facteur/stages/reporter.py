@@ -61,12 +61,6 @@ class Reporter:
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._beat_waiting = False
-        #: every event sent, in order (``type`` and ``id``), and the last answer of each: the stage's record
-        self.sent: list[tuple[str, str, int | None]] = []
-
-    @property
-    def enabled(self) -> bool:
-        return self._client is not None
 
     async def aclose(self) -> None:
         await self.flush()
@@ -162,7 +156,6 @@ class Reporter:
             event_id = self._next_id(kind)
         if self._client is None or self._run.callback_url is None:
             logger.info("run report kept in the log (no callback URL): type=%s id=%s", kind, event_id)
-            self.sent.append((kind, event_id, None))
             return None
         body = {"id": event_id, "type": kind, **fields}
         headers = {"Authorization": f"Bearer {self._run.callback_token}"}
@@ -175,7 +168,6 @@ class Reporter:
             else:
                 if response.status_code < 500 and response.status_code not in _RETRIED:
                     answer = Answer(response.status_code, _json(response))
-                    self.sent.append((kind, event_id, response.status_code))
                     if response.status_code >= 400:
                         logger.warning(
                             "run report refused: type=%s id=%s status=%s answer=%s",
@@ -203,7 +195,6 @@ class Reporter:
             self._attempts,
             problem,
         )
-        self.sent.append((kind, event_id, None))
         return None
 
     @contextlib.asynccontextmanager

@@ -10,13 +10,13 @@ import logging
 import re
 from dataclasses import dataclass
 
-from facteur.domain.review_context import DIRTY, failing_checks, thread_note
 from facteur.domain.stage_prompts import APPROVED, CHANGES_REQUESTED, branch_review_prompt, verdict_of
 from facteur.domain.untrusted import REVIEW_MARKER
 from facteur.errors import ForgeError, ForgeUnavailable
 from facteur.forge.comments import upsert_comment
 from facteur.forge.port import PullRequest
-from facteur.stages.bootstrap import bootstrap
+from facteur.forge.review import fetch_review_context
+from facteur.stages.bootstrap import StartPoint, bootstrap
 from facteur.stages.event import ReviewTarget
 from facteur.stages.git import Git
 from facteur.stages.runner import StageFailed, StageOutcome, StageRun
@@ -32,7 +32,6 @@ class Verdict:
     approved: bool
     pull: PullRequest | None
     ready: bool
-    text: str
 
 
 async def run(stage: StageRun) -> StageOutcome:
@@ -60,22 +59,19 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
     event = stage.event
     forge = stage.forge.forge
     git = stage.git
-    await bootstrap(git, remote=stage.forge.remote, base=event.base, head=target.branch)
+    checkout = await bootstrap(git, remote=stage.forge.remote, base=event.base, head=target.branch)
+    if checkout.started_from is not StartPoint.HEAD:
+        raise StageFailed(f"{target.branch} does not exist in {event.repository}: there is nothing to review")
     pull = await _pull(stage, target)
     notes: list[str] = []
-    if pull is not None:
-        threads = await forge.review_threads(event.repository, pull.number)
-        for thread in threads:
-            note = thread_note(thread)
-            if note is not None:
-                notes.append(f"review thread{f' ({note.url})' if note.url else ''}: {note.summary}")
-        runs = await forge.check_runs(event.repository, pull.head_sha)
-        statuses = await forge.commit_statuses(event.repository, pull.head_sha)
-        for check in failing_checks(runs, statuses):
-            notes.append(f"failing check {check.name}" + (f": {check.details}" if check.details else ""))
-
+    review = None if pull is None else await fetch_review_context(forge, event.repository, pull)
+    if review is not None:
+        notes += [f"review thread{f' ({t.url})' if t.url else ''}: {t.summary}" for t in review.threads]
+        notes += [
+            f"failing check {c.name}" + (f": {c.details}" if c.details else "") for c in review.failing_checks
+        ]
     conflicts = await _conflicts(git, f"origin/{event.base}")
-    if conflicts or (pull is not None and pull.mergeable_state == DIRTY):
+    if conflicts or (review is not None and review.has_merge_conflicts):
         files = f" ({', '.join(conflicts[:20])})" if conflicts else ""
         notes.append(
             f"{target.branch} conflicts with {event.base}{files}: merge {event.base} in, resolve, test"
@@ -84,7 +80,7 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
         repository=event.repository,
         base=event.base,
         head=target.branch,
-        idea_title=event.idea_title,
+        idea_title=event.issue_title,
         pull_request=pull.url if pull else None,
         plan_markdown=event.plan_markdown,
         notes=notes,
@@ -120,7 +116,7 @@ async def _review(stage: StageRun, number: int, target: ReviewTarget) -> Verdict
                 ready = True
         except (ForgeError, ForgeUnavailable) as exc:
             raise StageFailed(f"the verdict could not be posted on {pull.url}: {exc.message}") from None
-    return Verdict(target, verdict, pull, ready, text)
+    return Verdict(target, verdict, pull, ready)
 
 
 def _pull_number(url: str | None) -> int:

@@ -104,23 +104,20 @@ class StageRun:
         self.forge = forge
         self.agent = agent
         self.totals = Totals()
-        self.git = self.git_at(dirs.workspace)
-
-    async def authenticate(self) -> None:
-        """Give git the forge's credentials as they are now (a GitHub App's token is minted again when it is
-        about to expire): at the start, and before each push."""
-        self.git.authenticate(await git_auth(self.forge, self.event.repository))
-
-    def git_at(self, workdir: Path) -> Git:
-        stage = self.settings.stage
-        return Git(
-            workdir,
-            auth=self.forge.auth,
-            log_file=self.dirs.logs / "git.log",
+        stage = settings.stage
+        #: authenticated by :meth:`authenticate` (at the start, and before each push)
+        self.git = Git(
+            dirs.workspace,
+            log_file=dirs.logs / "git.log",
             timeout_seconds=stage.git_timeout_seconds,
             user_name=stage.git_user_name,
             user_email=stage.git_user_email,
         )
+
+    async def authenticate(self) -> None:
+        """Give git the forge's credentials as they are now (a GitHub App's token is minted again when it is
+        about to expire)."""
+        self.git.authenticate(await git_auth(self.forge, self.event.repository))
 
     def artifact(self, name: str, data: bytes | str, kind: str) -> dict[str, Any]:
         path = self.dirs.artifacts / name
@@ -140,7 +137,7 @@ class StageRun:
             "head": event.head,
             "idea": {
                 "id": str(event.run.idea_id) if event.run.idea_id else None,
-                "title": event.idea_title,
+                "title": event.issue_title,
                 # a Froussard-path run has an issue instead of a spec: its body is the idea's text
                 "spec": dict(event.spec) or {"title": event.issue_title, "body": event.issue_body},
             },

@@ -16,6 +16,17 @@ import httpx
 import pytest
 from tests.support.discord import API, GUILD, TOKEN, FakeDiscord
 
+from facteur.agents.port import (
+    AgentEvent,
+    AgentOutcome,
+    AgentRequest,
+    AgentResult,
+    CostSource,
+    EventCallback,
+    EventKind,
+    StreamStats,
+    Usage,
+)
 from facteur.demo import project
 from facteur.domain.plans import parse_plan
 from facteur.domain.untrusted import PLAN_MARKER, PROGRESS_MARKER, REVIEW_MARKER
@@ -75,7 +86,11 @@ class Bench:
         )
 
     def event(self, stage: str, head: str, **facteur: Any) -> StageEvent:
-        return parse_event(
+        return parse_event(self.document(stage, head, **facteur))
+
+    def document(self, stage: str, head: str, **facteur: Any) -> dict[str, Any]:
+        """The event file's JSON, as the orchestrator writes it."""
+        return dict(
             {
                 "stage": stage,
                 "repository": REPO,
@@ -128,7 +143,7 @@ class Bench:
         reporter = Reporter(event.run, attempts=1, transport=httpx.MockTransport(calls.handle))
         stage_forge = None
         if forge is not None:
-            stage_forge = StageForge(forge, "local", str(forge.repository_path(REPO)), None)
+            stage_forge = StageForge(forge, "local", str(forge.repository_path(REPO)))
         ok, message = await run_stage(
             settings or self.settings(), event, cwd=cwd, reporter=reporter, forge=stage_forge
         )
@@ -201,7 +216,7 @@ async def test_a_plan_not_in_the_format_is_fed_back_once(
     ok, message, calls, cwd = await bench.run(bench.event("planning", "facteur/plan"))
     assert ok, message
     retry = (cwd / "logs/prompt-plan-2.md").read_text()
-    assert "was refused" in retry and "task" in retry.lower()
+    assert "was refused" in retry and "- the plan has no tasks" in retry
     assert len(calls.of("plan")) == 1
 
 
@@ -365,14 +380,10 @@ async def test_heartbeats_are_sent_while_the_agent_works(bench: Bench) -> None:
 
 
 async def test_a_missing_base_branch_fails_with_its_name(bench: Bench) -> None:
-    event = parse_event({**_raw(bench.event("planning", "facteur/plan")), "base": "trunk"})
+    event = parse_event({**bench.document("planning", "facteur/plan"), "base": "trunk"})
     ok, message, calls, _ = await bench.run(event)
     assert not ok and "trunk" in message
     assert calls.of("completed")[0]["outcome"] == "failed"
-
-
-def _raw(event: StageEvent) -> dict[str, Any]:
-    return dict(event.raw)
 
 
 def _draft(title: str) -> Any:
@@ -551,7 +562,7 @@ def test_facteur_stage_bootstrap_prepares_the_checkout_alone(bench: Bench, tmp_p
         ("push", "-q", "origin", "HEAD:refs/heads/facteur/add"),
     ):
         _git(bench, "-C", str(scratch), "-c", "user.name=x", "-c", "user.email=x@x", *args)
-    event = dict(bench.event("implementation", "facteur/dot").raw)
+    event = bench.document("implementation", "facteur/dot")
     event["facteur"] = {
         "dependencies": [{"key": "add", "title": "add", "branch": "facteur/add", "summary": ""}]
     }
@@ -577,3 +588,104 @@ def test_facteur_stage_bootstrap_prepares_the_checkout_alone(bench: Bench, tmp_p
     done = subprocess.run(run, cwd=where, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "bootstrap failed:" in done.stderr and "trunk" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class StubAgent:
+    """An agent that resumes sessions, reports usage and a to-do list, and does what the test says: write
+    files, then succeed or fail. It records the requests it was given."""
+
+    kind = "stub"
+    supports_resume = True
+
+    def __init__(
+        self, *, files: dict[str, str] | None = None, fail: bool = False, final: str = "done"
+    ) -> None:
+        self.files = files or {}
+        self.fail = fail
+        self.requests: list[AgentRequest] = []
+
+    async def run(self, request: AgentRequest, on_event: EventCallback | None = None) -> AgentResult:
+        self.requests.append(request)
+        for name, text in self.files.items():
+            (request.workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            (request.workdir / name).write_text(text)
+        events = [
+            AgentEvent(kind=EventKind.SESSION, text="s-1"),
+            AgentEvent(kind=EventKind.TODO_LIST, detail={"items": [{"text": "write add", "done": True}]}),
+        ]
+        for event in events:
+            if on_event is not None:
+                await on_event(event)
+        return AgentResult(
+            outcome=AgentOutcome.FAILED if self.fail else AgentOutcome.SUCCEEDED,
+            message="it broke" if self.fail else "",
+            final_message="done",
+            session_id="s-1",
+            model=None,
+            tool_calls=0,
+            usage=Usage(input_tokens=120, output_tokens=30, cost_usd=0.25, cost_source=CostSource.REPORTED),
+            events=tuple(events),
+            stream=StreamStats(),
+            exit_code=1 if self.fail else 0,
+            duration_seconds=0.01,
+        )
+
+
+async def stub_run(bench: Bench, event: StageEvent, agent: StubAgent) -> tuple[bool, str, Calls]:
+    calls = Calls()
+    bench.runs += 1
+    cwd = bench.root / f"run-{bench.runs}"
+    cwd.mkdir()
+    reporter = Reporter(event.run, attempts=1, transport=httpx.MockTransport(calls.handle))
+    ok, message = await run_stage(bench.settings(), event, cwd=cwd, reporter=reporter, agent=agent)
+    return ok, message, calls
+
+
+async def test_the_next_attempt_restores_the_work_and_resumes_the_session(bench: Bench) -> None:
+    issue = await bench.forge.create_issue(REPO, _draft("calc"))
+    bench.issue = issue.number
+    await plan_it(bench)
+    event = bench.event("implementation", "facteur/add", task=bench.task("add"))
+    first = StubAgent(files={"calc/add.py": "def add(a, b):\n    return a + b\n"}, fail=True)
+    ok, message, calls = await stub_run(bench, event, first)
+    assert not ok and "it broke" in message
+    assert first.requests[0].session_id is None
+    # usage is reported as soon as the agent ends, before the outcome
+    assert [b["type"] for b in calls.bodies][-2:] == ["usage", "completed"]
+    assert calls.of("usage")[0] | {"id": ""} == {
+        "id": "", "type": "usage", "input_tokens": 120, "output_tokens": 30, "cost_usd": 0.25,
+    }  # fmt: skip
+    # the second attempt's agent writes nothing: the branch's work can only come from the archive
+    second = StubAgent()
+    ok, message, _ = await stub_run(
+        bench, bench.event("implementation", "facteur/add", task=bench.task("add")), second
+    )
+    assert ok, message
+    assert second.requests[0].session_id == "s-1"
+    assert "def add" in _git(bench, "show", "facteur/add:calc/add.py")
+    progress = await bench.forge.latest_comment_with(REPO, issue.number, "<!-- facteur:task:add -->")
+    assert progress is not None
+    assert "Resumed attempt 1's work (patch restored)." in progress.body
+    assert "The agent's to-do list:" in progress.body and "- [x] write add" in progress.body
+
+
+async def test_an_open_thread_keeps_an_approved_pull_request_in_draft(bench: Bench) -> None:
+    await plan_it(bench)
+    for key, deps in (("add", ()), ("multiply", ()), ("dot", ("add", "multiply"))):
+        ok, message, _, _ = await implement(bench, key, deps)
+        assert ok, message
+    [dot] = bench.forge.list_pulls(REPO, head="facteur/dot")
+    bench.forge.add_review_thread(REPO, dot.number, "Name the vectors xs and ys", path="calc/dot.py")
+    targets = [{"key": "dot", "title": "dot", "branch": "facteur/dot", "pullRequest": dot.url}]
+    ok, message, _, cwd = await bench.run(bench.event("review", "facteur/dot", targets=targets))
+    assert ok and message.splitlines()[0] == "APPROVED"  # the tests pass
+    [dot] = bench.forge.list_pulls(REPO, head="facteur/dot")
+    assert dot.draft  # but a thread is open: not ready
+    assert "Name the vectors xs and ys" in (cwd / "logs/prompt-review-1.md").read_text()
+
+
+async def test_a_review_of_a_branch_origin_does_not_have_fails(bench: Bench) -> None:
+    targets = [{"key": "ghost", "title": "ghost", "branch": "facteur/ghost", "pullRequest": None}]
+    ok, message, _, _ = await bench.run(bench.event("review", "facteur/ghost", targets=targets))
+    assert not ok and "facteur/ghost does not exist in demo/calc: there is nothing to review" in message
+    assert _git(bench, "branch", "--list", "facteur/ghost") == ""

@@ -159,13 +159,14 @@ async def test_background_reports_go_out_in_order_before_the_outcome() -> None:
     await sent.aclose()
 
 
-async def test_a_report_that_never_gets_through_does_not_raise() -> None:
+async def test_a_report_that_never_gets_through_does_not_raise(caplog: pytest.LogCaptureFixture) -> None:
     server = Server(500, 500, 500)
     sent, _ = reporter(server, attempts=3)
     sent.started()
     await sent.flush()
     assert len(server.received) == 3
-    assert sent.sent == [("started", "started", None)]
+    assert "run report not delivered: type=started id=started attempts=3 problem=HTTP 500" in caplog.text
+    assert await sent.send("heartbeat") is not None  # the next one goes out
     await sent.aclose()
 
 
@@ -199,11 +200,13 @@ async def test_completed_carries_the_outcome_and_usage_skips_nothing_to_say() ->
     await sent.aclose()
 
 
-async def test_without_a_callback_url_reports_stay_in_the_log() -> None:
+async def test_without_a_callback_url_reports_stay_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
     run = parse_event(event(facteur={})).run
     sent = Reporter(run)
-    assert not sent.enabled
     sent.started()
     await sent.flush()
-    assert sent.sent == [("started", "started", None)]
+    assert await sent.completed(succeeded=True, summary="done") is None
+    assert "run report kept in the log (no callback URL): type=started id=started" in caplog.text
+    assert "type=completed id=completed" in caplog.text
     await sent.aclose()
