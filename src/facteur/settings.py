@@ -409,6 +409,9 @@ class DiscordSettings(_Section):
     bot_token: SecretStr | None = None
     application_id: str | None = Field(default=None, pattern=r"^[0-9]+$")
     guild_id: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    #: the category stage channels go in while it has room (``DISCORD_CATEGORY_ID``); else one named
+    #: ``Codex Channel - …`` with room, else a new one
+    category_id: str | None = Field(default=None, pattern=r"^[0-9]+$")
     #: answers to interactions are visible only to the person who asked
     ephemeral: bool = True
     api_url: str = "https://discord.com/api/v10"
@@ -895,6 +898,7 @@ _LEGACY_ENV: dict[str, tuple[str, ...]] = {
     "DISCORD_BOT_TOKEN": ("discord", "bot_token"),
     "DISCORD_APPLICATION_ID": ("discord", "application_id"),
     "DISCORD_GUILD_ID": ("discord", "guild_id"),
+    "DISCORD_CATEGORY_ID": ("discord", "category_id"),
 }
 
 

@@ -14,7 +14,6 @@ Exit codes: 0 done, 2 missing credentials or bad settings, 1 a bad ``--timestamp
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,6 @@ transport: httpx.BaseTransport | None = None
 #: how waits (rate limits, back-off) are slept; tests replace it so that they are instant
 sleep: Callable[[float], None] = time.sleep
 
-CATEGORY_ENV = "DISCORD_CATEGORY_ID"
 DRY_RUN_GUILD = "dry-run-guild"
 
 
@@ -101,13 +99,13 @@ def discord_channel(
     base = settings.api_url.rstrip("/")
     try:
         with DiscordApi(base, token, transport=transport, sleep=sleep) as discord:
-            channel_id = discord.open_channel(guild, name, os.environ.get(CATEGORY_ENV) or None)
+            channel_id = discord.open_channel(guild, name, settings.category_id)
             typer.echo(f"channel_name={name}")
             typer.echo(f"channel_id={channel_id}")
             typer.echo(f"channel_url=https://discord.com/channels/{guild}/{channel_id}")
-            discord.post(f"/channels/{channel_id}/messages", {"content": intro})
+            discord.say(channel_id, intro)
             for message in _messages():
-                discord.post(f"/channels/{channel_id}/messages", {"content": message})
+                discord.say(channel_id, message)
     except DiscordFailure as exc:
         fail(str(exc).replace(token, "****"), 1)
 

@@ -9,6 +9,8 @@ them can add lines of its own to the prompt (:func:`untrusted.one_line`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from facteur.domain.plans import PLAN_SECTIONS, READY_CHECKLIST, checklist
 from facteur.domain.review_context import FailingCheck, ReviewContext
 from facteur.domain.untrusted import (
@@ -71,6 +73,25 @@ _SECTION_GUIDANCE: dict[str, str] = {
 }
 
 
+def plan_format_help() -> str:
+    """The plan template to copy, the task format and what each section holds (both planning prompts)."""
+    return join(
+        f"Plan template (copy it as it stands, then fill in every section):\n{plan_template()}",
+        TASK_FORMAT_HELP,
+        bullets("What each section holds:", *(f"{name}: {hint}" for name, hint in _SECTION_GUIDANCE.items())),
+    )
+
+
+def plan_feedback(problems: Sequence[str]) -> str:
+    """What a planning run's next attempt is told when its plan was refused (empty when it was not)."""
+    if not problems:
+        return ""
+    return bullets(
+        f"Your previous `{PLAN_FILE}` was refused. Fix every problem below and write the whole plan again:",
+        *(one_line(problem) for problem in problems),
+    )
+
+
 def plan_template() -> str:
     """The skeleton every plan follows: the plan marker line, then the eight sections."""
     lines = [PLAN_MARKER]
@@ -91,7 +112,7 @@ def planning_prompt(
     issue_body: str,
 ) -> str:
     """The prompt of a planning run: write the plan that the implementation run will carry out."""
-    return _join(
+    return join(
         "Write the implementation plan for the GitHub issue below. It is published exactly as you write "
         "it and the next run carries it out step by step, so make it final: no open questions, no "
         "alternatives left for later.",
@@ -102,7 +123,7 @@ def planning_prompt(
             base=base,
             branch=("Proposed feature branch", head),
         ),
-        _bullets(
+        bullets(
             "Execution contract:",
             f"The issue has a placeholder comment starting with `{PLAN_MARKER}`; Facteur's stage runner "
             "replaces it with your plan. Do not post, edit or delete comments yourself.",
@@ -117,11 +138,7 @@ def planning_prompt(
             "Never leave citation placeholders or unresolved references in the plan.",
             "Keep it short and concrete.",
         ),
-        f"Plan template (copy it as it stands, then fill in every section):\n{plan_template()}",
-        TASK_FORMAT_HELP,
-        _bullets(
-            "What each section holds:", *(f"{name}: {hint}" for name, hint in _SECTION_GUIDANCE.items())
-        ),
+        plan_format_help(),
         fence(_body_or_fallback(issue_body), "Issue body"),
     )
 
@@ -145,7 +162,7 @@ def implementation_prompt(
         else "Approved plan: none was supplied. Work from the issue body, and set out the plan you followed "
         "in the pull request description."
     )
-    return _join(
+    return join(
         "Carry out the approved plan for the GitHub issue below from start to finish. Do not stop before "
         "validation passes and a pull request that references the issue exists.",
         _header(
@@ -156,7 +173,7 @@ def implementation_prompt(
             branch=("Implementation branch", head),
         ),
         plan_block,
-        _bullets(
+        bullets(
             "Execution contract:",
             "Follow the plan. When you depart from it, record what changed and why in the progress comment "
             "and the pull request description.",
@@ -199,7 +216,7 @@ def review_prompt(
         else f"Read the latest comment on issue #{issue_number} that starts with `{PLAN_MARKER}` (the "
         "approved plan) and treat every step of it as acceptance work."
     )
-    return _join(
+    return join(
         "Bring the pull request below to a state where it can be merged, and finish with an explicit "
         "verdict: approved, or what still stands in the way.",
         "\n".join(
@@ -213,7 +230,7 @@ def review_prompt(
             )
         ),
         _feedback(context),
-        _bullets(
+        bullets(
             "Execution contract:",
             f"Keep one pull request comment starting with `{REVIEW_MARKER}` as your review log; update it "
             "instead of adding new ones.",
@@ -234,22 +251,22 @@ def review_prompt(
 def _feedback(context: ReviewContext | None) -> str:
     if context is None or not (context.summary or context.threads or context.failing_checks):
         notes = context.additional_notes if context is not None else ()
-        return _join(
+        return join(
             "Outstanding items from GitHub: no review threads or failing checks were reported. Confirm "
             "that the pull request is mergeable (checks green, no conflicts, every plan step done) and "
             "stop as soon as it is.",
-            _bullets("Additional notes:", *notes) if notes else "",
+            bullets("Additional notes:", *notes) if notes else "",
         )
     threads = [
         _item(thread.summary, f"reviewer: {one_line(thread.author)}" if thread.author else "", thread.url)
         for thread in context.threads
     ]
     checks = [_item(check.name, _check_detail(check), check.url) for check in context.failing_checks]
-    return _join(
+    return join(
         "\n".join(("Outstanding items from GitHub:", one_line(context.summary or ""))).rstrip(),
         fence("\n".join(threads), "Open review threads") if threads else "",
         fence("\n".join(checks), "Failing checks") if checks else "",
-        _bullets("Additional notes:", *context.additional_notes) if context.additional_notes else "",
+        bullets("Additional notes:", *context.additional_notes) if context.additional_notes else "",
     )
 
 
@@ -288,7 +305,8 @@ def _issue_line(number: int, title: str) -> str:
     return f"#{number} - {one_line(title) or f'Issue #{number}'}"
 
 
-def _bullets(title: str, *items: str) -> str:
+def bullets(title: str, *items: str) -> str:
+    """A title line, then one ``- item`` line per item."""
     return "\n".join((title, *(f"- {item}" for item in items)))
 
 
@@ -297,5 +315,6 @@ def _body_or_fallback(body: str) -> str:
     return text or NO_DESCRIPTION
 
 
-def _join(*blocks: str) -> str:
+def join(*blocks: str) -> str:
+    """The non-empty blocks, a blank line apart."""
     return "\n\n".join(block for block in blocks if block)

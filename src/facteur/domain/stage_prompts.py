@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from facteur.domain.prompts import _SECTION_GUIDANCE, PLAN_FILE, TASK_FORMAT_HELP, plan_template
+from facteur.domain.prompts import PLAN_FILE, bullets, join, plan_feedback, plan_format_help
 from facteur.domain.untrusted import clean, fence, one_line
 
 #: the first line of a review run's final message: its verdict
@@ -49,22 +49,13 @@ def idea_planning_prompt(
     feedback: Sequence[str] = (),
 ) -> str:
     """Plan an idea into tasks; the plan goes to ``PLAN.md``."""
-    retry = ""
-    if feedback:
-        retry = "\n".join(
-            (
-                f"Your previous `{PLAN_FILE}` was refused. Fix every problem below and write the whole "
-                "plan again:",
-                *(f"- {one_line(problem)}" for problem in feedback),
-            )
-        )
-    return _join(
+    return join(
         "Write the implementation plan for the idea below. Facteur reads its Task Breakdown to schedule "
         "the work, one run per task, each on its own branch that starts from the branches of the tasks it "
         "depends on; so split the work into tasks that can be done and reviewed one at a time.",
         f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}",
-        retry,
-        _bullets(
+        plan_feedback(feedback),
+        bullets(
             "Execution contract:",
             f"Write the plan, and nothing else, to `{PLAN_FILE}` at the root of the working directory, "
             "following the template below to the letter. Facteur publishes it; do not commit it.",
@@ -72,9 +63,7 @@ def idea_planning_prompt(
             "Do not change any other file.",
             "Keep it short and concrete: no open questions, no alternatives left for later.",
         ),
-        f"Plan template (copy it as it stands, then fill in every section):\n{plan_template()}",
-        TASK_FORMAT_HELP,
-        _bullets("What each section holds:", *(f"{k}: {v}" for k, v in _SECTION_GUIDANCE.items())),
+        plan_format_help(),
         fence(spec_markdown(title, spec), "The idea"),
     )
 
@@ -100,7 +89,7 @@ def task_prompt(
         for d in dependencies
     ]
     refs = f" Issue: #{issue_number}." if issue_number else ""
-    return _join(
+    return join(
         f"Carry out task `{one_line(str(task.get('key', '')))}` of the approved plan for the idea "
         f"\u201c{one_line(idea_title)}\u201d, and only that task. Other tasks of the plan run separately.",
         f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}\n"
@@ -121,7 +110,7 @@ def task_prompt(
         else "",
         fence("\n".join(f"- {p}" for p in paths), "Paths it is expected to touch") if paths else "",
         fence("\n".join(deps), "Work already done by the tasks it depends on") if deps else "",
-        _bullets(
+        bullets(
             "Execution contract:",
             "Change the files in the working directory; run the repository's formatters, linters and "
             "tests, and fix what fails.",
@@ -146,7 +135,7 @@ def branch_review_prompt(
     notes: Sequence[str],
 ) -> str:
     """Review a task branch: address the notes, run the tests, give a verdict."""
-    return _join(
+    return join(
         f"Review the work on branch `{one_line(head)}` for the idea \u201c{one_line(idea_title)}\u201d and "
         "bring it to a state where it can be merged.",
         f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}\nBranch: {one_line(head)} "
@@ -157,7 +146,7 @@ def branch_review_prompt(
         )
         if notes
         else "No review thread is open, no check is failing and the branch merges cleanly.",
-        _bullets(
+        bullets(
             "Execution contract:",
             "Check every acceptance criterion of the plan against the code; run the tests.",
             "Fix what is wrong in the working directory; Facteur commits and pushes your changes.",
@@ -180,11 +169,3 @@ def verdict_of(message: str) -> bool | None:
             return False
         return None
     return None
-
-
-def _bullets(title: str, *items: str) -> str:
-    return "\n".join((title, *(f"- {item}" for item in items)))
-
-
-def _join(*blocks: str) -> str:
-    return "\n\n".join(block for block in blocks if block)

@@ -1,6 +1,6 @@
 """A stage's output streamed into its own Discord channel, when ``discord.bot_token`` and
 ``discord.guild_id`` are configured (``DISCORD_BOT_TOKEN``, ``DISCORD_GUILD_ID``; category
-``DISCORD_CATEGORY_ID``), as the seeds' stage runs did with ``discord-channel``.
+``discord.category_id``, ``DISCORD_CATEGORY_ID``), as the seeds' stage runs did with ``discord-channel``.
 
 The channel is named after the repository, issue, stage, start and run; its intro names the work. The
 agent's messages, tool calls and output lines are posted in chunks (at most 2,000 characters, cut at a
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from datetime import UTC, datetime
 
 import httpx
@@ -24,8 +23,6 @@ from facteur.settings import DiscordSettings
 from facteur.stages.event import StageEvent
 
 logger = logging.getLogger(__name__)
-
-CATEGORY_ENV = "DISCORD_CATEGORY_ID"
 
 
 class StageChannel:
@@ -41,6 +38,7 @@ class StageChannel:
         assert settings.guild_id
         self._api = DiscordApi(settings.api_url, settings.bot_token.get_secret_value(), transport=transport)
         self._guild = settings.guild_id
+        self._category = settings.category_id
         self._event = event
         self._started = started or datetime.now(UTC)
         self._buffer = rules.OutputBuffer()
@@ -100,7 +98,7 @@ class StageChannel:
         )
         try:
             self.channel_id = await asyncio.to_thread(
-                self._api.open_channel, self._guild, name, os.environ.get(CATEGORY_ENV) or None
+                self._api.open_channel, self._guild, name, self._category
             )
             logger.info("discord channel opened: name=%s id=%s", name, self.channel_id)
             await asyncio.to_thread(self._api.say, self.channel_id, intro)

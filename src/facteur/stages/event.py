@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facteur.domain.ideas import is_repository
 from facteur.domain.stages import Stage
 from facteur.errors import InvalidInput
 
@@ -129,8 +130,7 @@ def parse_event(document: Any) -> StageEvent:
     except ValueError:
         raise InvalidEvent(f"field 'stage' must name a stage, not {raw_stage!r}") from None
     repository = _text(document, "repository", required=True)
-    owner, _, name = repository.partition("/")
-    if not owner or not name or "/" in name:
+    if not is_repository(repository):
         raise InvalidEvent(f"field 'repository' must be owner/name, not {repository!r}")
     task = _task(block.get("task"))
     plan = block.get("plan")

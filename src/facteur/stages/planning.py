@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from facteur.domain.plans import InvalidPlan, Plan, parse_plan
-from facteur.domain.prompts import PLAN_FILE
+from facteur.domain.prompts import PLAN_FILE, join, plan_feedback
 from facteur.domain.stage_prompts import idea_planning_prompt
 from facteur.domain.untrusted import PLAN_MARKER
 from facteur.errors import ForgeError, ForgeUnavailable
@@ -39,7 +39,7 @@ async def run(stage: StageRun) -> StageOutcome:
                 feedback=problems,
             )
         else:
-            prompt = event.prompt + _feedback(problems)
+            prompt = join(event.prompt, plan_feedback(problems))
         context = stage.context(feedback="\n".join(problems) if problems else None)
         result = await stage.run_agent(prompt, label=f"plan-{attempt}", context=context, session_id=session)
         session = result.session_id or session
@@ -94,13 +94,3 @@ def _read_plan(path: Path, final_message: str) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     # an agent that answered with the plan instead of writing the file
     return final_message if PLAN_MARKER in final_message or "Task Breakdown" in final_message else ""
-
-
-def _feedback(problems: tuple[str, ...]) -> str:
-    if not problems:
-        return ""
-    lines = "\n".join(f"- {p}" for p in problems)
-    return (
-        f"\n\nYour previous {PLAN_FILE} was refused. Fix every problem below and write the whole plan "
-        f"again:\n{lines}"
-    )

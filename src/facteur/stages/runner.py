@@ -284,19 +284,14 @@ async def run_stage(
             await run.authenticate()
             async with reporter.heartbeats(stage_settings.heartbeat_seconds):
                 outcome = await body(run)
-        except StageFailed as exc:
+        except FacteurError as exc:  # StageFailed, or what git, the forge or the agent could not do
             _record_timing(dirs, run, started, succeeded=False)
             logger.error("stage failed: %s", exc.message)
             outcome_line = f"{event.stage.value} failed: {exc.message}"
+            artifacts = exc.artifacts if isinstance(exc, StageFailed) else []
             await reporter.completed(
-                succeeded=False, summary=exc.message, artifacts=exc.artifacts, branch=event.head
+                succeeded=False, summary=exc.message, artifacts=artifacts, branch=event.head
             )
-            return False, exc.message
-        except FacteurError as exc:
-            _record_timing(dirs, run, started, succeeded=False)
-            logger.error("stage failed: %s", exc.message)
-            outcome_line = f"{event.stage.value} failed: {exc.message}"
-            await reporter.completed(succeeded=False, summary=exc.message, branch=event.head)
             return False, exc.message
         _record_timing(dirs, run, started, succeeded=True)
         await reporter.completed(
