@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Section, add_write_readme, machine, machine_line, run_of, wants_readme
+from _harness import Section, add_write_readme, host, machine_line, percentile, run_of, wants_readme
 
 from facteur.demo.session import DemoOptions, run_demo
 
@@ -45,8 +44,8 @@ def one(warm: bool) -> dict[str, list[float]]:
         raise SystemExit(f"the demo did not succeed (idea {summary.state}): no figures")
     found: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for run in summary.runs:
-        if run["seconds"] is not None and run["agent_seconds"] is not None:
-            found[run["stage"]].append(1000 * (run["seconds"] - run["agent_seconds"]))
+        if run["overhead_seconds"] is not None:
+            found[run["stage"]].append(1000 * run["overhead_seconds"])
     return found
 
 
@@ -76,8 +75,10 @@ def main() -> int:
     for stage in STAGES:
         values = sorted(warm[stage])
         base = sorted(cold[stage])
-        p50 = statistics.median(values)
-        base_p50 = statistics.median(base) if base else None
+        if not values:
+            raise SystemExit(f"no {stage} run was timed: no figures")
+        p50 = percentile(values, 0.5, nearest=True)
+        base_p50 = percentile(base, 0.5, nearest=True) if base else None
         ratio = f"\u00d7{base_p50 / p50:.1f}" if base_p50 else "-"
         rows.append(
             f"| {stage} | {len(values)} | {p50:.0f} ms | {values[-1]:.0f} ms | "
@@ -87,7 +88,7 @@ def main() -> int:
         verdict = "met" if met else "NOT met"
         verdicts.append(f"- {stage}: {verdict} (worst run {values[-1]:.0f} ms, target {TARGET_MS:.0f} ms)")
         document["stages"][stage] = {"warm_ms": values, "baseline_ms": base}
-    info = machine()
+    info = host(("uvicorn", "uvloop", "httpx", "sqlalchemy"))
     text = "\n".join(
         [
             run_of(),

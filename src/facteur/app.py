@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -17,11 +19,16 @@ RuntimeFactory = Callable[[Settings], Awaitable[Runtime]]
 
 
 def create_app(
-    settings: Settings, *, runtime_factory: RuntimeFactory | None = None, freeze_gc: bool = False
+    settings: Settings,
+    *,
+    runtime_factory: RuntimeFactory | None = None,
+    freeze_gc: bool = False,
+    config_path: Path | None = None,
 ) -> FastAPI:
     """The HTTP application; ``runtime_factory`` lets tests supply their own adapters; ``freeze_gc`` (for
-    ``facteur serve``, one app per process) moves what start-up built out of the garbage collector's way."""
-    factory = runtime_factory or build_runtime
+    ``facteur serve``, one app per process) moves what start-up built out of the garbage collector's way;
+    ``config_path`` is the settings' file (local stage runs read it too)."""
+    factory = runtime_factory or functools.partial(build_runtime, config_path=config_path)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -221,13 +221,13 @@ class Runtime:
         await self.store.close()
 
 
-async def build_executor(settings: Settings, clock: Clock) -> Executor:
+async def build_executor(settings: Settings, clock: Clock, *, config_path: Path | None = None) -> Executor:
     kind = settings.executor.kind
     if kind == "local":
         return LocalExecutor(
             settings.executor.local,
             clock=clock,
-            stage_env=stage_environment(settings),
+            stage_env=stage_environment(settings, config_path),
             # a stopped stage runner first stops its agent, which may take agent.terminate_seconds
             terminate_seconds=settings.agent.terminate_seconds + 5.0,
         )
@@ -238,15 +238,18 @@ async def build_executor(settings: Settings, clock: Clock) -> Executor:
     return NoneExecutor()
 
 
-def stage_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """What local stage runs add to Facteur's environment: the settings file and the directories they share
-    with this process, as absolute paths (a stage runs in its own directory)."""
+def stage_environment(
+    settings: Settings, config_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What local stage runs add to Facteur's environment: the settings file these settings came from
+    (``config_path``, else ``FACTEUR_CONFIG_FILE``) and the directories they share with this process, as
+    absolute paths (a stage runs in its own directory)."""
     environ = os.environ if environ is None else environ
     env = {
         "FACTEUR_FORGE__LOCAL__ROOT": str(settings.forge.local.root.resolve()),
         "FACTEUR_STAGE__RESUME_DIR": str(settings.stage.resume_dir.resolve()),
     }
-    config = environ.get(CONFIG_FILE_ENV)
+    config = config_path or environ.get(CONFIG_FILE_ENV)
     if config:
         env[CONFIG_FILE_ENV] = str(Path(config).resolve())
     return env
@@ -300,8 +303,10 @@ async def build_runtime(
     executor: Executor | None = None,
     broker: Broker | None = None,
     forge: Forge | None = None,
+    config_path: Path | None = None,
 ) -> Runtime:
-    """Wire the adapters the settings ask for (or the ones given, in tests)."""
+    """Wire the adapters the settings ask for (or the ones given, in tests); ``config_path`` is the file the
+    settings were read from, for the stage runs the local executor starts."""
     clock = clock or SystemClock()
     ids = ids or RandomIds()
     if store is None:
@@ -312,7 +317,7 @@ async def build_runtime(
             timeout=settings.database.timeout_seconds,
         )
     if executor is None:
-        executor = await build_executor(settings, clock)
+        executor = await build_executor(settings, clock, config_path=config_path)
     if broker is None and (settings.bus.consume_codex_tasks or settings.bus.outbox.relay_enabled):
         broker = build_broker(settings.bus)
     #: this process among replicas, in the relay's lease, the scheduler's claims and the reconciler's lease

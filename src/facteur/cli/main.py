@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Annotated, Any
 
@@ -21,7 +20,6 @@ from facteur.cli.stage import stage
 from facteur.cli.tasks import app as task_app
 from facteur.cli.templates import app as templates_app
 from facteur.errors import ConfigError, FacteurError
-from facteur.settings import CONFIG_FILE_ENV
 
 app = typer.Typer(
     name="facteur",
@@ -55,8 +53,6 @@ def serve(
     from facteur.app import create_app
 
     settings = settings_or_exit(config)
-    if config is not None:  # local stage runs read the same file (facteur.runtime.stage_environment)
-        os.environ[CONFIG_FILE_ENV] = str(config.resolve())
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
@@ -70,7 +66,7 @@ def serve(
     setup_logging(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, freeze_gc=True),
+            create_app(settings, freeze_gc=True, config_path=config),
             host=settings.server.host,
             port=settings.server.port,
             log_config=None,

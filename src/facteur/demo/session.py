@@ -30,9 +30,11 @@ from typing import Any
 import httpx
 import yaml
 
+from facteur.clock import parse_timestamp
 from facteur.demo import project
 from facteur.errors import ConfigError, FacteurError
-from facteur.settings import CONFIG_FILE_ENV, ENV_PREFIX, load_settings
+from facteur.forge import local_git as git
+from facteur.settings import ENV_PREFIX, load_settings
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -160,16 +162,19 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoSumm
     say(f"demo directory: {directory}")
     config_path = prepare(directory, agent, port, warm_stage_host=options.warm_stage_host)
     say(f"project {project.REPOSITORY} on the local forge ({directory / 'forge'}), its tests failing")
-    # the demo's settings are its file alone: the stage runs it starts read the same file
+    # the demo's settings are its file alone (the stage runs it starts inherit this environment, and read
+    # the same file)
     for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
         del os.environ[name]
-    os.environ[CONFIG_FILE_ENV] = str(config_path)
     try:
         settings = load_settings(config_path, environ={})
     except ConfigError as exc:
         raise DemoError(f"the demo's settings are invalid: {exc.message}") from None
     summary = DemoSummary(directory=directory)
-    async with _serving(settings) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    async with (
+        _serving(settings, config_path) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+    ):
         say(f"Facteur is serving at {base_url} (SQLite, local executor, local forge, example agent)")
         started = time.monotonic()
         response = await client.post(
@@ -187,7 +192,9 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoSumm
         idea_id = response.json()["id"]
         summary.idea_id = idea_id
         say(f"idea {idea_id} submitted: {project.TITLE!r}")
-        detail = await _watch(client, idea_id, options.timeout_seconds, started, say)
+        detail = await _watch(
+            client, idea_id, options.timeout_seconds, started, say, kinds=summary.event_kinds
+        )
         summary.elapsed_seconds = time.monotonic() - started
         summary.state = detail["state"]
         summary.cost = detail.get("cost", {})
@@ -198,21 +205,18 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoSumm
         ]
         summary.runs = _runs(detail, directory / "runs")
         summary.overhead = _overhead(summary.runs)
-        events = await _events(client, idea_id)
-        summary.events = len(events)
-        for kind in events:
-            summary.event_kinds[kind] = summary.event_kinds.get(kind, 0) + 1
+        summary.events = sum(summary.event_kinds.values())
     await _forge_facts(summary, directory / "forge")
     return summary
 
 
 @contextlib.asynccontextmanager
-async def _serving(settings: Any) -> Any:
+async def _serving(settings: Any, config_path: Path) -> Any:
     import uvicorn
 
     from facteur.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, config_path=config_path)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -245,10 +249,16 @@ async def _serving(settings: Any) -> Any:
 
 
 async def _watch(
-    client: httpx.AsyncClient, idea_id: str, limit: float, started: float, say: Callable[[str], None]
+    client: httpx.AsyncClient,
+    idea_id: str,
+    limit: float,
+    started: float,
+    say: Callable[[str], None],
+    *,
+    kinds: dict[str, int],
 ) -> dict[str, Any]:
-    """Follow the idea's audit log and print each step (transitions, runs, plans) as it is recorded, until
-    the idea ends; then return the idea as the API shows it."""
+    """Follow the idea's audit log, print each step (transitions, runs, plans) as it is recorded and count
+    the events by kind, until the idea ends; then return the idea as the API shows it."""
     deadline = time.monotonic() + limit
     after: int | None = None
     while True:
@@ -261,6 +271,7 @@ async def _watch(
         ended = False
         for event in page["items"]:
             after = event["seq"]
+            kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
             line = describe(event)
             if line:
                 say(f"{time.monotonic() - started:6.1f}s  {line}")
@@ -301,25 +312,14 @@ def describe(event: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def _events(client: httpx.AsyncClient, idea_id: str) -> list[str]:
-    kinds: list[str] = []
-    after: int | None = None
-    while True:
-        params = {"limit": 1000} | ({"after": after} if after is not None else {})
-        response = await client.get(f"/api/v1/ideas/{idea_id}/events", params=params)
-        response.raise_for_status()
-        page = response.json()
-        kinds.extend(item["kind"] for item in page["items"])
-        after = page.get("next_after")
-        if after is None:
-            return kinds
-
-
 def _runs(detail: Mapping[str, Any], runs_dir: Path) -> list[dict[str, Any]]:
     keys = {t["id"]: t["key"] for t in detail["tasks"]}
     rows = []
     for run in sorted(detail["runs"], key=lambda r: r["created_at"]):
         timing = _timing(runs_dir / str(run["workflow_name"]) / "timing.json")
+        created, finished = parse_timestamp(run.get("created_at")), parse_timestamp(run.get("finished_at"))
+        seconds = (finished - created).total_seconds() if created and finished else None
+        agent = timing.get("agent_seconds")
         rows.append(
             {
                 "stage": run["stage"],
@@ -329,21 +329,22 @@ def _runs(detail: Mapping[str, Any], runs_dir: Path) -> list[dict[str, Any]]:
                 "branch": run.get("branch"),
                 "pull_request": run.get("pull_request"),
                 "summary": (run.get("summary") or "").splitlines()[0:1],
-                "seconds": _seconds(run.get("created_at"), run.get("finished_at")),
-                "agent_seconds": timing.get("agent_seconds"),
+                "seconds": seconds,
+                "agent_seconds": agent,
                 "stage_seconds": timing.get("wall_seconds"),
+                # what Facteur itself took: the run's recorded time minus its agent's
+                "overhead_seconds": None if seconds is None or agent is None else seconds - agent,
             }
         )
     return rows
 
 
 def _overhead(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per stage: run wall time (created → finished, as Facteur recorded it) minus the agent's time."""
+    """Per stage: the runs' overhead (recorded time minus agent time), mean and worst, in milliseconds."""
     by_stage: dict[str, list[float]] = {}
     for run in runs:
-        if run["seconds"] is None or run["agent_seconds"] is None:
-            continue
-        by_stage.setdefault(run["stage"], []).append(run["seconds"] - run["agent_seconds"])
+        if run["overhead_seconds"] is not None:
+            by_stage.setdefault(run["stage"], []).append(run["overhead_seconds"])
     return {
         stage: {
             "runs": len(values),
@@ -374,10 +375,9 @@ async def _forge_facts(summary: DemoSummary, forge_root: Path) -> None:
         bare = forge.repository_path(project.REPOSITORY)
     finally:
         await forge.close()
-    refs = _git(
-        bare, "for-each-ref", "--format=%(refname:short) %(objectname:short)", "refs/heads"
-    ).splitlines()
-    summary.branches = dict(line.split(" ", 1) for line in refs if " " in line)
+    refs = git.run(bare, "for-each-ref", "--format=%(refname:short) %(objectname:short)", "refs/heads")
+    refs_lines = refs.stdout.splitlines()
+    summary.branches = dict(line.split(" ", 1) for line in refs_lines if " " in line)
     sinks = [t for t in summary.plan if not any(t["key"] in o["depends_on"] for o in summary.plan)]
     last = sinks[-1]["key"] if sinks else None
     branch = next((r["branch"] for r in reversed(summary.runs) if r["task"] == last and r["branch"]), None)
@@ -385,14 +385,14 @@ async def _forge_facts(summary: DemoSummary, forge_root: Path) -> None:
     if branch is None or branch not in summary.branches:
         summary.test_output = "no branch of the last task to test"
         return
-    summary.commits = _git(bare, "log", "--format=%h %s", f"main..{branch}").splitlines()
+    summary.commits = git.run(bare, "log", "--format=%h %s", f"main..{branch}").stdout.splitlines()
     summary.tests_passed, summary.test_output = await asyncio.to_thread(_run_tests, bare, branch)
 
 
 def _run_tests(bare: Path, branch: str) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="facteur-demo-check-") as scratch:
         checkout = Path(scratch) / "calc"
-        _git(Path(scratch), "clone", "--quiet", "--branch", branch, str(bare), str(checkout))
+        git.run(None, "clone", "--quiet", "--branch", branch, str(bare), str(checkout))
         result = subprocess.run(
             [sys.executable, "-m", "unittest", "discover", "-s", "tests", "-t", ".", "-v"],
             cwd=checkout,
@@ -406,34 +406,12 @@ def _run_tests(bare: Path, branch: str) -> tuple[bool, str]:
     return result.returncode == 0, "\n".join(output.splitlines()[-30:])
 
 
-def _git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
-        check=False,
-    )
-    if result.returncode != 0:
-        raise DemoError(f"git {' '.join(args[:2])} failed: {result.stderr.strip()[-500:]}")
-    return result.stdout
-
-
 def _timing(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    from datetime import datetime
-
-    if not start or not end:
-        return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def _free_port() -> int:
