@@ -10,7 +10,6 @@ the idea ``cancelled``, and that a failing task is retried after its back-off an
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from facteur.executors.processes import alive
 from tests.acceptance.test_canary import serve
 from tests.support.services import free_port
 
@@ -197,7 +197,7 @@ def run_the_scenario(api: Api) -> None:
     assert cancelled["state"] == "cancelled"
     assert [r["status"] for r in cancelled["runs"]] == ["cancelled"]
     assert states(cancelled) == {"x": "cancelled"}
-    wait_for("the agent process to end", lambda: None if _alive(pid) else True, timeout=15)
+    wait_for("the agent process to end", lambda: None if alive(pid) else True, timeout=15)
     again = api.client.post(f"/api/v1/ideas/{doomed['id']}/pause")
     assert again.status_code == 409 and "cancelled" in again.json()["detail"]
 
@@ -215,16 +215,3 @@ def run_the_scenario(api: Api) -> None:
     )
     assert states(ended) == {"y": "failed"}
     assert [r["status"] for r in ended["runs"]] == ["failed", "failed"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers: it is gone once its parent reaps it
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

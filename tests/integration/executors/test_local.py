@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import shlex
 import sys
 import uuid
@@ -20,6 +19,7 @@ from facteur.domain.stages import Stage
 from facteur.errors import ConfigError, ExecutorError
 from facteur.executors.local import LocalExecutor, parse_command
 from facteur.executors.port import WorkflowPhase, WorkflowRef, WorkflowRequest, WorkflowStatus
+from facteur.executors.processes import alive
 from facteur.settings import LocalExecutorSettings
 from tests.support.fakes import FakeClock
 
@@ -240,20 +240,8 @@ time.sleep(60)
     await recorder.wait_for(lambda: WorkflowPhase.CANCELLED in phases(recorder, req.run_id))
     assert (await executor.status(ref)).phase is WorkflowPhase.CANCELLED
     async with asyncio.timeout(5):
-        while _alive(child_pid):
+        while alive(child_pid):
             await asyncio.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); read its state
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_cancel_a_queued_workflow_means_it_never_runs(

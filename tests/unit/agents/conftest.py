@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from facteur.agents.port import AgentEvent, AgentRequest, Timeouts
+from facteur.executors.processes import alive
 from facteur.settings import AgentSettings
 from tests.support.services import REPO_ROOT
 
@@ -159,15 +160,7 @@ class Events:
 
 def gone(pid: int) -> bool:
     """Whether a process no longer runs (a zombie nobody reaped yet counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return not alive(pid)
 
 
 def same_dir(a: str | Path, b: str | Path) -> bool:

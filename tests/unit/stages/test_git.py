@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from facteur.executors.processes import alive
 from facteur.stages.git import (
     Git,
     GitAuth,
@@ -342,18 +343,9 @@ async def test_a_command_that_hangs_is_killed_at_the_timeout(remote: Remote, tmp
     assert "[killed: timed out after 0.5s, " in log.read_text()
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5
-    while not _gone(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    assert _gone(pid)
-
-
-def _gone(pid: int) -> bool:
-    """Whether a process no longer runs (a zombie nobody reaped yet counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    assert not alive(pid)
 
 
 async def test_git_never_works_on_the_repository_around_the_workdir(tmp_path: Path) -> None:
