@@ -83,7 +83,6 @@ class ProcessAgent:
             stdin=request.prompt.encode("utf-8"),
             transcript=transcript,
             timeouts=timeouts,
-            heartbeat_seconds=request.heartbeat_seconds,
             on_event=on_event,
             stdout_log=request.transcript,
         )

@@ -2,8 +2,9 @@
 
 An agent runs as a child process in its own process group. While it runs, each thing it reports (its
 session id, messages, tool calls, usage, its final event) becomes an :class:`AgentEvent` handed to the
-caller's callback, with a ``heartbeat`` at a fixed interval, so that a stage can forward milestones and keep
-its run alive. When it ends, :class:`AgentResult` says whether it succeeded, failed, timed out or crashed.
+caller's callback, so that a stage can forward milestones (the stage keeps its run alive with its own
+heartbeats, which cover its git and forge work too). When it ends, :class:`AgentResult` says whether it
+succeeded, failed, timed out or crashed.
 """
 
 from __future__ import annotations
@@ -50,8 +51,6 @@ class EventKind(StrEnum):
     FINAL = "final"
     #: a line of a command agent's standard output (``text``)
     OUTPUT = "output"
-    #: the process is still running (``detail``: ``elapsed_seconds``, ``idle_seconds``); never in results
-    HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,8 +101,6 @@ class AgentRequest:
     session_id: str | None = None
     #: None: the agent's configured timeouts
     timeouts: Timeouts | None = None
-    #: seconds between ``heartbeat`` events; 0 sends none
-    heartbeat_seconds: float = 30.0
     #: every line of the agent's standard output is appended to this file, as it arrives
     transcript: Path | None = None
 
@@ -112,8 +109,6 @@ class AgentRequest:
             raise AgentError(
                 f"invalid session id {self.session_id[:80]!r}: expected letters, digits, . _ : -"
             )
-        if self.heartbeat_seconds < 0:
-            raise AgentError("heartbeat_seconds must be 0 or more")
 
 
 class CostSource(StrEnum):
@@ -170,7 +165,7 @@ class AgentResult:
     model: str | None
     tool_calls: int
     usage: Usage
-    #: everything the agent reported, heartbeats excepted
+    #: everything the agent reported
     events: tuple[AgentEvent, ...]
     stream: StreamStats
     #: the process's exit status; negative: killed by that signal

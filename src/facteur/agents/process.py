@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from facteur.agents.port import AgentError, AgentEvent, EventCallback, EventKind, Timeouts
+from facteur.agents.port import AgentError, AgentEvent, EventCallback, Timeouts
 from facteur.agents.stream import Transcript
 
 logger = logging.getLogger(__name__)
@@ -72,12 +72,11 @@ async def supervise(
     stdin: bytes,
     transcript: Transcript,
     timeouts: Timeouts,
-    heartbeat_seconds: float = 0.0,
     on_event: EventCallback | None = None,
     stdout_log: Path | None = None,
 ) -> ProcessEnd:
     """Run ``argv`` to its end, feeding each line of its standard output to ``transcript``."""
-    supervisor = _Supervisor(transcript, timeouts, heartbeat_seconds, on_event)
+    supervisor = _Supervisor(transcript, timeouts, on_event)
     return await supervisor.run(argv, cwd=cwd, env=env, stdin=stdin, stdout_log=stdout_log)
 
 
@@ -86,12 +85,10 @@ class _Supervisor:
         self,
         transcript: Transcript,
         timeouts: Timeouts,
-        heartbeat_seconds: float,
         on_event: EventCallback | None,
     ) -> None:
         self._transcript = transcript
         self._timeouts = timeouts
-        self._heartbeat = heartbeat_seconds
         self._loop = asyncio.get_running_loop()
         self._started = self._loop.time()
         self._last_output = self._started
@@ -190,7 +187,6 @@ class _Supervisor:
     # --- the watchdogs -----------------------------------------------------------------------------------
 
     async def _watch(self, output_done: asyncio.Future[Any], exited: asyncio.Future[Any]) -> Stop | None:
-        next_heartbeat = self._started + self._heartbeat if self._heartbeat > 0 else None
         while not (output_done.done() and exited.done()):
             now = self._loop.time()
             if exited.done() and self._exited_at is None:
@@ -199,13 +195,7 @@ class _Supervisor:
             for when, stop in deadlines:
                 if when <= now:
                     return stop
-            if next_heartbeat is not None and next_heartbeat <= now:
-                self._publish(self._heartbeat_event(now))
-                next_heartbeat = max(next_heartbeat + self._heartbeat, now)
-                continue
             wake = [when for when, _ in deadlines]
-            if next_heartbeat is not None:
-                wake.append(next_heartbeat)
             self._changed.clear()
             changed: asyncio.Future[Any] = asyncio.ensure_future(self._changed.wait())
             waiting = {future for future in (output_done, exited) if not future.done()}
@@ -233,16 +223,6 @@ class _Supervisor:
         elif timeouts.idle_seconds > 0:
             deadlines.append((self._last_output + timeouts.idle_seconds, Stop.IDLE))
         return deadlines
-
-    def _heartbeat_event(self, now: float) -> AgentEvent:
-        return AgentEvent(
-            kind=EventKind.HEARTBEAT,
-            elapsed_seconds=round(now - self._started, 3),
-            detail={
-                "elapsed_seconds": round(now - self._started, 3),
-                "idle_seconds": round(now - self._last_output, 3),
-            },
-        )
 
     # --- output ------------------------------------------------------------------------------------------
 

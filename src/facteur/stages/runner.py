@@ -174,7 +174,6 @@ class StageRun:
                 "FACTEUR_AGENT_CONTEXT_FILE": str(context_file),
             },
             session_id=session_id if self.agent.supports_resume else None,
-            heartbeat_seconds=0,
             transcript=self.dirs.logs / f"agent-{label}.jsonl",
         )
 

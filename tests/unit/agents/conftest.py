@@ -108,7 +108,6 @@ class FakeAgent:
         session_id: str | None = None,
         env: dict[str, str] | None = None,
         transcript: Path | None = None,
-        heartbeat_seconds: float = 0,
         **fake: str,
     ) -> AgentRequest:
         """A request to run the fake: ``stream`` names a file of tests/support/agent_streams (or is a
@@ -123,7 +122,6 @@ class FakeAgent:
             env={**variables, **(env or {})},
             session_id=session_id,
             timeouts=timeouts,
-            heartbeat_seconds=heartbeat_seconds,
             transcript=transcript,
         )
 

@@ -1,5 +1,5 @@
 """Watchdogs and process handling shared by every backend: overall timeout, SIGKILL after SIGTERM, output
-held open by a grandchild, heartbeats, callbacks, cancellation, and requests that cannot run."""
+held open by a grandchild, callbacks, cancellation, and requests that cannot run."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from facteur.agents.codex import CodexAgent, CodexTranscript
 from facteur.agents.command import CommandAgent
 from facteur.agents.port import AgentError, AgentEvent, AgentOutcome, AgentRequest, EventKind, Timeouts
 from facteur.settings import AgentSettings
-from tests.unit.agents.conftest import Events, FakeAgent, gone
+from tests.unit.agents.conftest import FakeAgent, gone
 
 
 def python_agent(code: str) -> CommandAgent:
@@ -74,20 +74,6 @@ async def test_leftover_processes_are_stopped_when_the_agent_exits(fake_agent: F
 
     assert result.outcome is AgentOutcome.SUCCEEDED
     assert all(gone(pid) for pid in fake_agent.record()["pids"])
-
-
-async def test_heartbeats_go_to_the_callback_only(fake_agent: FakeAgent) -> None:
-    events = Events()
-
-    result = await CodexAgent(fake_agent.settings("codex")).run(
-        fake_agent.request("codex_failed.jsonl", delay="0.15", heartbeat_seconds=0.05), events
-    )
-
-    heartbeats = [event for event in events.seen if event.kind is EventKind.HEARTBEAT]
-    assert len(heartbeats) >= 3
-    assert set(heartbeats[0].detail) == {"elapsed_seconds", "idle_seconds"}
-    assert EventKind.HEARTBEAT not in {event.kind for event in result.events}
-    assert [event for event in events.seen if event.kind is not EventKind.HEARTBEAT] == list(result.events)
 
 
 async def test_a_failing_callback_does_not_fail_the_run(
