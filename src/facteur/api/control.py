@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from facteur.api.ideas import IdeaOut, PlanIn, idea_out, require_token
-from facteur.domain.plans import InvalidPlan
 from facteur.orchestrator.driver import Driver
 from facteur.runtime import Runtime
 
@@ -104,15 +103,12 @@ async def add_plan_version(idea_id: uuid.UUID, body: PlanVersionIn, request: Req
     if (body.plan is None) == (body.plan_json is None):
         raise HTTPException(400, "give the plan as markdown (plan) or as JSON (plan_json), one of them")
     await runtime.store.get_idea(idea_id)  # an unknown idea is 404 before its plan is read
-    try:
-        await driver.submit_plan(
-            idea_id,
-            markdown=body.plan,
-            document=None if body.plan_json is None else body.plan_json.model_dump(exclude_none=True),
-            source="api",
-        )
-    except InvalidPlan as exc:
-        raise HTTPException(400, {"message": "invalid plan", "problems": list(exc.problems)}) from None
+    await driver.submit_plan(
+        idea_id,
+        markdown=body.plan,
+        document=None if body.plan_json is None else body.plan_json.model_dump(exclude_none=True),
+        source="api",
+    )
     return await _idea(runtime, idea_id)
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from facteur.domain.lifecycle import IllegalTransition
+from facteur.domain.plans import InvalidPlan
 from facteur.errors import Conflict, FacteurError, ForgeError, InvalidInput, NotFound, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def _invalid(_request: Request, exc: InvalidInput) -> JSONResponse:
         return error_response(400, "invalid payload", exc.message)
+
+    @app.exception_handler(InvalidPlan)
+    async def _invalid_plan(_request: Request, exc: InvalidPlan) -> JSONResponse:
+        body = {"error": "invalid plan", "detail": "; ".join(exc.problems), "problems": list(exc.problems)}
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
@@ -70,17 +76,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
-        error = _ERRORS.get(exc.status_code, "http error")
-        detail: Any = exc.detail  # starlette types it str; FastAPI's HTTPException takes any JSON value
-        if isinstance(detail, dict):  # {message, problems}: every problem named
-            problems = [str(p) for p in detail.get("problems", [])]
-            body: dict[str, Any] = {
-                "error": str(detail.get("message", error)),
-                "detail": "; ".join(problems),
-                "problems": problems,
-            }
-            return JSONResponse(body, status_code=exc.status_code)
-        return error_response(exc.status_code, error, str(exc.detail))
+        return error_response(exc.status_code, _ERRORS.get(exc.status_code, "http error"), str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

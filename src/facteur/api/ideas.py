@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from facteur.api.auth import bearer, is_api_token
 from facteur.domain.events import Event
 from facteur.domain.ideas import REPOSITORY_PATTERN, Idea, IdeaSource, IdeaState
-from facteur.domain.plans import InvalidPlan
-from facteur.errors import NotFound
 from facteur.orchestrator.ideas import Submission
 from facteur.runtime import Runtime
 from facteur.store.port import IdeaDetail, IdeaFilter
@@ -254,24 +252,21 @@ async def submit_idea(
     runtime: Runtime = request.app.state.runtime
     if body.plan is not None and body.plan_json is not None:
         raise HTTPException(400, "give the plan as markdown (plan) or as JSON (plan_json), not both")
-    try:
-        submitted = await runtime.ideas.submit(
-            Submission(
-                title=body.title,
-                goal=body.goal,
-                repository=body.repository,
-                constraints=body.constraints,
-                success_metrics=tuple(body.success_metrics),
-                priority=body.priority,
-                risk_labels=tuple(label.strip().lower() for label in body.risk_labels if label.strip()),
-                budget=None if body.budget is None else body.budget.model_dump(),
-                plan_markdown=body.plan,
-                plan_json=None if body.plan_json is None else body.plan_json.model_dump(exclude_none=True),
-                idempotency_key=idempotency_key,
-            )
+    submitted = await runtime.ideas.submit(
+        Submission(
+            title=body.title,
+            goal=body.goal,
+            repository=body.repository,
+            constraints=body.constraints,
+            success_metrics=tuple(body.success_metrics),
+            priority=body.priority,
+            risk_labels=tuple(label.strip().lower() for label in body.risk_labels if label.strip()),
+            budget=None if body.budget is None else body.budget.model_dump(),
+            plan_markdown=body.plan,
+            plan_json=None if body.plan_json is None else body.plan_json.model_dump(exclude_none=True),
+            idempotency_key=idempotency_key,
         )
-    except InvalidPlan as exc:
-        raise HTTPException(400, {"message": "invalid plan", "problems": list(exc.problems)}) from None
+    )
     if not submitted.created:
         response.status_code = 200
     return idea_out(submitted.detail)
@@ -302,10 +297,7 @@ async def list_ideas(
 async def show_idea(idea_id: uuid.UUID, request: Request) -> IdeaOut:
     """The idea with its plan, tasks and their dependencies, runs, approvals and cost."""
     runtime: Runtime = request.app.state.runtime
-    try:
-        return idea_out(await runtime.store.idea_detail(idea_id))
-    except NotFound:
-        raise HTTPException(404, f"no idea {idea_id}") from None
+    return idea_out(await runtime.store.idea_detail(idea_id))  # an unknown idea: NotFound, 404
 
 
 @router.get("/ideas/{idea_id}/events", response_model=EventPage)
@@ -317,10 +309,7 @@ async def idea_events(
 ) -> EventPage:
     """The idea's audit timeline, oldest first."""
     runtime: Runtime = request.app.state.runtime
-    try:
-        await runtime.store.get_idea(idea_id)
-    except NotFound:
-        raise HTTPException(404, f"no idea {idea_id}") from None
+    await runtime.store.get_idea(idea_id)  # an unknown idea: NotFound, 404
     events = await runtime.store.list_events(idea_id=idea_id, after_seq=after, limit=limit + 1)
     page = events[:limit]
     return EventPage(

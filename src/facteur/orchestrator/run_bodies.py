@@ -1,7 +1,8 @@
 """The events handed to the runs the orchestrator creates (the ``eventBody`` of their workflow): what a stage
 runner needs to plan an idea or implement one task of its plan, in the JSON shape of the seeds' codex task
 (``stage``, ``repository``, ``base``, ``head``, ``issueNumber``, …) plus a ``facteur`` section with the
-idea, the task, the approved plan and the dependencies' branches and summaries.
+idea, the task, the approved plan and the dependencies' branches and summaries (the dispatcher adds the
+run's identity, attempt and callback to it when it submits the run).
 
 Branches are deterministic: ``<codex.branch_prefix><issue>-<task key>`` for ideas from a GitHub issue,
 ``facteur/idea-<8 chars of the idea id>-<task key>`` otherwise, so that a task's dependents know where its
@@ -68,7 +69,6 @@ class RunBodies:
         body = self._common(idea, Stage.IMPLEMENTATION, head=task_branch(idea, task.key, prefix=self._prefix))
         body["facteur"] = {
             "task": spec,
-            "attempt": attempt,
             "plan": {"version": idea.plan_version, "markdown": candidate.plan_markdown},
             "dependencies": [
                 {
@@ -87,7 +87,7 @@ class RunBodies:
         self, idea: Idea, spec: Mapping[str, Any], task: Task, attempt: int, now: datetime
     ) -> NewRun:
         body = self._common(idea, Stage.PLANNING, head=task_branch(idea, "plan", prefix=self._prefix))
-        body["facteur"] = {"attempt": attempt, "spec": dict(spec)}
+        body["facteur"] = {"spec": dict(spec)}
         return self._run(task.id, Stage.PLANNING, body, attempt, now)
 
     def review(
@@ -131,7 +131,6 @@ class RunBodies:
         plan = next((p for p in detail.plans if p.version == version), None)
         body = self._common(idea, Stage.REVIEW, head=str(head))
         body["facteur"] = {
-            "attempt": attempt,
             "spec": dict(detail.spec),
             "targets": targets,
             "plan": {
