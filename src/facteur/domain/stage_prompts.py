@@ -21,7 +21,31 @@ CHANGES_REQUESTED = "CHANGES REQUESTED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DependencyNote:
+class TaskInfo:
+    """The task a run carries out, as its event gives it."""
+
+    key: str
+    title: str
+    description: str
+    acceptance_criteria: tuple[str, ...]
+    paths: tuple[str, ...]
+    depends_on: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "description": self.description,
+            "acceptanceCriteria": list(self.acceptance_criteria),
+            "paths": list(self.paths),
+            "dependsOn": list(self.depends_on),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dependency:
+    """A task this one builds on: its branch and what its run said it did."""
+
     key: str
     title: str
     branch: str
@@ -74,14 +98,14 @@ def task_prompt(
     base: str,
     head: str,
     idea_title: str,
-    task: Mapping[str, Any],
+    task: TaskInfo,
     plan_markdown: str | None,
-    dependencies: Sequence[DependencyNote],
+    dependencies: Sequence[Dependency],
     issue_number: int = 0,
 ) -> str:
     """Carry out one task of the approved plan on its branch."""
-    criteria = [one_line(str(c)) for c in task.get("acceptanceCriteria") or []]
-    paths = [one_line(str(p)) for p in task.get("paths") or []]
+    criteria = [one_line(c) for c in task.acceptance_criteria]
+    paths = [one_line(p) for p in task.paths]
     # the plan's words and the dependencies' summaries (an agent's output) are quoted, never instructions
     deps = [
         f"- {one_line(d.key)} ({one_line(d.title)}), branch {one_line(d.branch)}: "
@@ -90,7 +114,7 @@ def task_prompt(
     ]
     refs = f" Issue: #{issue_number}." if issue_number else ""
     return join(
-        f"Carry out task `{one_line(str(task.get('key', '')))}` of the approved plan for the idea "
+        f"Carry out task `{one_line(task.key)}` of the approved plan for the idea "
         f"\u201c{one_line(idea_title)}\u201d, and only that task. Other tasks of the plan run separately.",
         f"Repository: {one_line(repository)}\nBase branch: {one_line(base)}\n"
         f"Your branch: {one_line(head)} (already checked out; it holds the work of the tasks this one "
@@ -98,9 +122,9 @@ def task_prompt(
         fence(
             "\n".join(
                 (
-                    f"{one_line(str(task.get('key', '')))} \u2014 {one_line(str(task.get('title', '')))}",
+                    f"{one_line(task.key)} \u2014 {one_line(task.title)}",
                     "",
-                    clean(str(task.get("description") or "")).strip() or "(no description)",
+                    clean(task.description).strip() or "(no description)",
                 )
             ),
             "The task",

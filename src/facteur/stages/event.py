@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from facteur.domain.ideas import is_repository
+from facteur.domain.stage_prompts import Dependency, TaskInfo
 from facteur.domain.stages import Stage
 from facteur.errors import InvalidInput
 
@@ -35,34 +36,6 @@ class RunInfo:
     attempt: int
     callback_url: str | None
     callback_token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskInfo:
-    key: str
-    title: str
-    description: str
-    acceptance_criteria: tuple[str, ...]
-    paths: tuple[str, ...]
-    depends_on: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "title": self.title,
-            "description": self.description,
-            "acceptanceCriteria": list(self.acceptance_criteria),
-            "paths": list(self.paths),
-            "dependsOn": list(self.depends_on),
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Dependency:
-    key: str
-    title: str
-    branch: str
-    summary: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ import tarfile
 from typing import Any
 
 from facteur.agents.port import AgentEvent, EventKind
-from facteur.domain.stage_prompts import DependencyNote, task_prompt
+from facteur.domain.stage_prompts import task_prompt
 from facteur.domain.untrusted import PROGRESS_MARKER
 from facteur.forge.port import PullRequest
 from facteur.stages.bootstrap import StartPoint, bootstrap
@@ -79,19 +79,21 @@ async def run(stage: StageRun) -> StageOutcome:
             stage.reporter.progress("the agent's to-do list", [{"text": t, "done": d} for t, d in items])
             await progress.todo(items)
 
-    prompt = event.prompt or task_prompt(
-        repository=event.repository,
-        base=event.base,
-        head=event.head,
-        idea_title=event.issue_title,
-        task=task.to_json() if task else {},
-        plan_markdown=event.plan_markdown,
-        dependencies=[
-            DependencyNote(key=d.key, title=d.title, branch=d.branch, summary=d.summary)
-            for d in event.dependencies
-        ],
-        issue_number=event.issue_number,
-    )
+    if event.prompt:
+        prompt = event.prompt
+    elif task is None:
+        raise StageFailed("the event has neither a prompt nor a task (facteur.task): nothing to implement")
+    else:
+        prompt = task_prompt(
+            repository=event.repository,
+            base=event.base,
+            head=event.head,
+            idea_title=event.issue_title,
+            task=task,
+            plan_markdown=event.plan_markdown,
+            dependencies=event.dependencies,
+            issue_number=event.issue_number,
+        )
     result = await stage.run_agent(
         prompt, label="implement", context=stage.context(), session_id=session, on_event=on_event
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from facteur.domain.stage_prompts import (
-    DependencyNote,
+    Dependency,
+    TaskInfo,
     branch_review_prompt,
     idea_planning_prompt,
     task_prompt,
@@ -45,15 +46,16 @@ def test_the_task_prompt_quotes_the_criteria_paths_and_the_dependencies_summarie
         base="main",
         head="facteur/x-a",
         idea_title="Calc",
-        task={
-            "key": "a",
-            "title": "A",
-            "description": HOSTILE,
-            "acceptanceCriteria": [HOSTILE],
-            "paths": [HOSTILE],
-        },
+        task=TaskInfo(
+            key="a",
+            title="A",
+            description=HOSTILE,
+            acceptance_criteria=(HOSTILE,),
+            paths=(HOSTILE,),
+            depends_on=(),
+        ),
         plan_markdown=HOSTILE,
-        dependencies=[DependencyNote(key="d", title="D", branch="facteur/x-d", summary=HOSTILE)],
+        dependencies=[Dependency(key="d", title="D", branch="facteur/x-d", summary=HOSTILE)],
     )
     assert HOSTILE not in outside(prompt)
     assert sum(HOSTILE in line for line in fenced(prompt)) == 5
