@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from facteur.domain.branches import branch_name_problem
 from facteur.errors import ForgeError, ForgeUnavailable
 
 #: one part of ``owner/name``: letters, digits, ``.``, ``_`` and ``-`` (not ``.`` or ``..``)
@@ -150,9 +151,9 @@ def _import_files(git_dir: Path, source: Path, branch: str, author: Identity) ->
 
 
 def check_branch_name(git_dir: Path, name: str) -> None:
-    done = run(None, "check-ref-format", f"refs/heads/{name}", ok=(0, 1))
-    if done.returncode != 0 or name.startswith("-"):
-        raise ForgeError(f"{name!r} is not a valid branch name (in {git_dir.name})")
+    problem = branch_name_problem(name)
+    if problem is not None:
+        raise ForgeError(f"{name!r} is not a valid branch name (in {git_dir.name}): {problem}")
 
 
 def branch_sha(git_dir: Path, name: str) -> str | None:

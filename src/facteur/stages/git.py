@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facteur.domain.branches import branch_name_problem
 from facteur.errors import FacteurError
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ LOG_OUTPUT_LIMIT = 64 * 1024
 ERROR_LINES = 5
 _URL_CREDENTIALS = re.compile(r"\b(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-_FORBIDDEN_BRANCH_CHARS = frozenset(" ~^:?*[\\")
 
 
 class GitError(FacteurError):
@@ -87,37 +87,10 @@ class MergeConflict(GitError):
 def check_branch_name(name: str) -> str:
     """``name`` when git accepts it as a branch name (``git check-ref-format --branch``), else
     :class:`InvalidBranchName` saying why. ``HEAD`` and ``@`` are refused too: they name a commit."""
-    problem = _branch_name_problem(name)
+    problem = branch_name_problem(name)
     if problem is not None:
         raise InvalidBranchName(f"invalid branch name {name!r}: {problem}")
     return name
-
-
-def _branch_name_problem(name: str) -> str | None:
-    if not name:
-        return "it is empty"
-    if name.startswith("-"):
-        return "it starts with '-'"
-    if name in ("HEAD", "@"):
-        return "it names the current commit, not a branch"
-    if any(ord(char) < 0o40 or ord(char) == 0o177 for char in name):
-        return "it contains a control character"
-    forbidden = sorted(_FORBIDDEN_BRANCH_CHARS.intersection(name))
-    if forbidden:
-        return "it contains " + ", ".join(repr(char) for char in forbidden)
-    for sequence in ("..", "@{", "//"):
-        if sequence in name:
-            return f"it contains {sequence!r}"
-    if name.startswith("/") or name.endswith("/"):
-        return "it starts or ends with '/'"
-    if name.endswith("."):
-        return "it ends with '.'"
-    for part in name.split("/"):
-        if part.startswith("."):
-            return f"its part {part!r} starts with '.'"
-        if part.endswith(".lock"):
-            return f"its part {part!r} ends with '.lock'"
-    return None
 
 
 def without_credentials(text: str) -> str:
