@@ -125,7 +125,8 @@ def read_plans(conn: sa.Connection, idea_id: uuid.UUID) -> list[PlanVersion]:
 
 
 class Orchestration:
-    """The write side; ``append`` and ``enqueue`` are the store's event and outbox writers."""
+    """The write side; ``append``, ``enqueue`` and ``update_runs`` are the store's event, outbox and run
+    writers."""
 
     def __init__(
         self,
@@ -133,10 +134,12 @@ class Orchestration:
         now: Callable[[], datetime],
         append: Callable[[sa.Connection, list[tuple[Any, datetime]]], None],
         enqueue: Callable[[sa.Connection, list[tuple[Any, datetime]]], None],
+        update_runs: Callable[[sa.Connection, list[tuple[Any, ...]]], list[Any]],
     ) -> None:
         self._now = now
         self._append = append
         self._enqueue = enqueue
+        self._update_runs = update_runs
 
     def change_idea(
         self, conn: sa.Connection, idea_id: uuid.UUID, decide: Callable[[IdeaDetail], IdeaChange]
@@ -193,16 +196,8 @@ class Orchestration:
             _change_tasks(conn, change.tasks, now)
         for run in change.runs:
             _insert_run(conn, idea_id, run, now)
-        for run_id, update in change.run_updates:
-            statement = sa.update(runs).where(runs.c.id == run_id)
-            if update.expected:
-                statement = statement.where(runs.c.status.in_([s.value for s in update.expected]))
-            changes: dict[str, Any] = {"status": update.status.value}
-            for name in ("workflow_name", "namespace", "submitted_at", "finished_at", "detail"):
-                value = getattr(update, name)
-                if value is not None:
-                    changes[name] = value
-            conn.execute(statement.values(**changes))
+        if change.run_updates:  # their events are the change's own, appended below
+            self._update_runs(conn, [(run_id, update, None, ()) for run_id, update in change.run_updates])
         self._enqueue(conn, [(message, now) for message in change.messages])
         self._append(conn, [(event, now) for event in change.events])
         return change

@@ -101,7 +101,10 @@ class SqlStore:
         self._enqueue = SetOperation(self._writes.enqueue_now, self._writes.enqueue_many)
         self._append_event = self._writes.append_event
         self._orchestration = Orchestration(
-            now=clock.now, append=self._writes.append_events, enqueue=self._writes.enqueue
+            now=clock.now,
+            append=self._writes.append_events,
+            enqueue=self._writes.enqueue,
+            update_runs=self._writes.update_run_many,
         )
         self._change_idea = self._orchestration.change_idea
         self._claim_tasks = self._orchestration.claim_tasks
