@@ -175,6 +175,7 @@ def idea_creation(
         approval=ApprovalDraft(
             id=new_uuid(rng), plan_version=1, decision="automatic", decided_by="bench", reason="benchmark"
         ),
+        plan_version=1,
         tasks=specs,
     )
     metas = {

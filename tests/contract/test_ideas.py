@@ -71,6 +71,7 @@ def creation(
         )
         if approved
         else None,
+        plan_version=1 if approved else None,
         tasks=[spec("a"), spec("b"), spec("c", "a", "b", heavy=True)] if approved else [],
         events=[NewEvent(kind="idea.registered", actor="test", payload={}, idea_id=idea_id)],
         messages=[Message(topic="codex.intent", key=f"idea-{idea_id}".encode(), value=b"{}")],

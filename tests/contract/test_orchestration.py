@@ -103,6 +103,7 @@ async def an_idea(
             )
             if tasks
             else None,
+            plan_version=1 if tasks else None,
             tasks=tasks,
             events=[NewEvent(kind="idea.registered", actor="test", payload={}, idea_id=idea_id)],
             messages=[Message(topic="codex.intent", key=f"idea-{idea_id}".encode(), value=b"{}")],

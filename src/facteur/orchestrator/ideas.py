@@ -148,6 +148,7 @@ class Ideas:
                     at=now,
                     plan=change.plan,
                     approval=change.approval,
+                    plan_version=change.plan_version,
                     tasks=change.new_tasks,
                     events=[registered, *change.events],
                     messages=[intent],

@@ -263,8 +263,7 @@ class MemoryStore:
         if await self.find_idea(draft.source, draft.source_ref) is not None:
             raise Conflict(f"an idea from {draft.source.value} {draft.source_ref!r} exists already")
         _check_keys(creation.messages)
-        approved = creation.approval is not None and creation.approval.decision != "rejected"
-        plan_version = creation.approval.plan_version if approved and creation.approval else None
+        plan_version = creation.plan_version
         idea = new_idea(draft, at, plan_version=plan_version)
         self.ideas[idea.id] = idea
         self.specs[idea.id] = json.loads(json.dumps(dict(draft.spec)))

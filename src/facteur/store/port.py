@@ -214,6 +214,8 @@ class IdeaCreation:
     at: datetime
     plan: PlanVersionDraft | None = None
     approval: ApprovalDraft | None = None
+    #: the approved plan version its tasks are built from (None while no plan is approved)
+    plan_version: int | None = None
     tasks: Sequence[TaskSpec] = ()
     events: Sequence[NewEvent] = ()
     messages: Sequence[Message] = ()

@@ -465,8 +465,7 @@ class Writes:
         inserted = self._many(cursor, self._q.insert_idea.sql, [self._idea_values(draft, at)], returning=True)
         if inserted[0] is None:
             raise Conflict(f"an idea from {draft.source.value} {draft.source_ref!r} exists already")
-        approved = creation.approval is not None and creation.approval.decision != "rejected"
-        version = creation.approval.plan_version if approved and creation.approval else None
+        version = creation.plan_version
         if version is not None:
             conn.execute(sa.update(ideas).where(ideas.c.id == draft.id).values(plan_version=version))
         if creation.plan is not None:
