@@ -29,7 +29,6 @@ class Restored:
     session_id: str | None
     patch_applied: bool
     attempt: int
-    reason: str
 
 
 class ResumeArchive:
@@ -84,7 +83,6 @@ class ResumeArchive:
             session_id=session if isinstance(session, str) and session else None,
             patch_applied=applied,
             attempt=int(meta.get("attempt") or 0),
-            reason=str(meta.get("reason") or ""),
         )
 
     def clear(self) -> None:
